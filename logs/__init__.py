@@ -1,0 +1,1 @@
+"""Parse the authors' MATLAB training diaries and checkpoint ``stats`` into tables."""

@@ -1,0 +1,1 @@
+"""FastAP reproduction: loss port, parity checks, datasets, evaluation, tables, plots, CLI."""

@@ -1,0 +1,5 @@
+"""``python -m reproduce`` runs the ``fastap`` command."""
+
+from reproduce.cli import main
+
+raise SystemExit(main())
