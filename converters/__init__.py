@@ -1,12 +1,35 @@
 """Read MatConvNet ``.mat`` files, run them with MatConvNet's semantics, convert them to PyTorch.
 
-Public entry points are re-exported here as the modules that define them land:
-``load_mat`` (matfile), ``McnNet`` (mcn_net), ``load_model`` (model_file).
+Entry points: ``load_mat`` (any MAT version to a plain tree), ``read_network`` (a file to a
+``McnNet`` described by MatConvNet names), ``run_reference`` (the numpy oracle),
+``convert_network`` (to PyTorch, with a model card), ``save_model``/``load_model``
+(the converted ``.pt`` file). They are imported on first use, so ``import converters``
+stays light (torch is loaded only when a torch entry point is asked for).
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from converters.errors import MatConvNetError
 from converters.mcn_net import McnLayer, McnNet, McnParam, McnVar
 
-__all__ = ["MatConvNetError", "McnLayer", "McnNet", "McnParam", "McnVar"]
+_LAZY = {
+    "load_mat": "converters.matfile",
+    "save_mat": "converters.mat_writer",
+    "read_network": "converters.network_reader",
+    "run_reference": "converters.reference",
+    "convert_network": "converters.convert",
+    "save_model": "converters.model_file",
+    "load_model": "converters.model_file",
+}
+
+__all__ = ["MatConvNetError", "McnLayer", "McnNet", "McnParam", "McnVar", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    """Import an entry point from the module that defines it on first access."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'converters' has no attribute {name!r}")

@@ -27,8 +27,10 @@ def _pyproject_dependencies() -> set[str]:
 
 def _environment_dependencies() -> set[str]:
     names = set()
-    for line in (ROOT / "environment.yml").read_text().splitlines():
-        match = re.match(r"^\s+-\s+([A-Za-z][A-Za-z0-9_.-]*)\s*([<>=!~].*)?$", line)
+    text = (ROOT / "environment.yml").read_text()
+    block = text.split("\ndependencies:\n", 1)[1]  # the channels list is not packages
+    for line in block.splitlines():
+        match = re.match(r"^  -\s+([A-Za-z][A-Za-z0-9_.-]*)\s*([<>=!~].*)?$", line)
         if match and match.group(1) not in {"python", "pip"}:
             name = match.group(1).lower()
             names.add(_CONDA_TO_PYPI.get(name, name))

@@ -1,0 +1,189 @@
+"""Image resizing as MATLAB's ``imresize`` and as MatConvNet's ``vl_imreadjpeg`` do it.
+
+``imresize(im, [h w])`` (bicubic, antialiasing on: MATLAB's defaults), written from its
+documented algorithm:
+
+- kernel: the cubic convolution kernel with a = -0.5
+  (``1.5|x|^3 - 2.5|x|^2 + 1`` for |x| <= 1, ``-0.5|x|^3 + 2.5|x|^2 - 4|x| + 2`` for
+  1 < |x| <= 2, else 0), width 4;
+- when shrinking (scale < 1) with antialiasing the kernel is stretched:
+  ``h(x) = scale * cubic(scale * x)`` with width ``4 / scale``;
+- output pixel x (1-based) maps to input coordinate ``u = x / scale + 0.5 * (1 - 1 / scale)``;
+  the taps are ``floor(u - width / 2) + (0 .. ceil(width) + 1)``;
+- weights are normalised to sum to one per output pixel;
+- out-of-range taps are mirrored (symmetric padding: index sequence 1..n, n..1 repeated);
+- separable: one dimension at a time, the dimension with the smaller scale first (rows first
+  on a tie); for uint8 input each pass rounds and saturates to uint8 (MATLAB's ``imresizemex``
+  returns the class of its input), so the intermediate image is uint8 too.
+
+We sum in double with a dense weight matrix; MATLAB sums the same terms in tap order, so a
+value can differ in the last bits of a double, which can move a uint8 result by one only
+when it lies within ~1e-12 of a .5 boundary.
+
+``vl_imreadjpeg_resize`` is the resize inside MatConvNet's ``vl_imreadjpeg`` (used by the
+authors' ``batch_imagenet.m`` for the 224x224 network input), read from MatConvNet's
+``imread_helpers.hpp`` (``ImageResizeFilter``): single precision, the same a = -0.5 cubic,
+``u = alpha * v + beta`` with ``alpha = in / out``, ``beta = 0.5 * (alpha - 1)`` (0-based),
+kernel support 4 stretched by ``alpha`` when shrinking (so it *does* antialias, like
+``imresize``), taps from ``ceil(u - support / 2)``, borders *replicated* (not mirrored),
+weights normalised, taps after the first zero weight ignored, rows (height) first, then
+columns, no rounding (float output).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from reproduce.errors import InputError
+
+
+def cubic(x: np.ndarray) -> np.ndarray:
+    """MATLAB's bicubic kernel (Keys, a = -0.5), evaluated in the dtype of ``x``."""
+    ax = np.abs(x)
+    ax2 = ax * ax
+    ax3 = ax2 * ax
+    one = ax.dtype.type(1)
+    two = ax.dtype.type(2)
+    inner = ax.dtype.type(1.5) * ax3 - ax.dtype.type(2.5) * ax2 + one
+    outer = ax.dtype.type(-0.5) * ax3 + ax.dtype.type(2.5) * ax2 - ax.dtype.type(4) * ax + two
+    return np.where(ax <= one, inner, np.where(ax <= two, outer, ax.dtype.type(0)))
+
+
+def imresize_contributions(in_length: int, out_length: int, scale: float | None = None,
+                           antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and 0-based input indices per output pixel, as MATLAB's ``contributions``.
+
+    ``scale`` defaults to ``out_length / in_length``. Returns ``(weights, indices)`` of shape
+    ``(out_length, P)`` with ``P = ceil(kernel_width) + 2``; mirrored indices; rows sum to 1.
+    """
+    if in_length < 1 or out_length < 1:
+        raise InputError(f"imresize: lengths must be positive, got {in_length} -> {out_length}")
+    if scale is None:
+        scale = out_length / in_length
+    width = 4.0
+    stretch = scale < 1 and antialias
+    if stretch:
+        width = width / scale
+    x = np.arange(1, out_length + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    P = int(np.ceil(width)) + 2
+    ind = left[:, None] + np.arange(P, dtype=np.float64)[None, :]
+    dist = u[:, None] - ind
+    weights = scale * cubic(scale * dist) if stretch else cubic(dist)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    aux = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])
+    indices = aux[np.mod(ind.astype(np.int64) - 1, 2 * in_length)]
+    return weights, indices
+
+
+def _weight_matrix(weights: np.ndarray, indices: np.ndarray, in_length: int) -> np.ndarray:
+    """Dense out x in matrix with each output row's weights added at its input indices."""
+    M = np.zeros((weights.shape[0], in_length), dtype=weights.dtype)
+    rows = np.repeat(np.arange(weights.shape[0]), weights.shape[1])
+    np.add.at(M, (rows, indices.ravel()), weights.ravel())
+    return M
+
+
+@lru_cache(maxsize=64)
+def _imresize_matrix(in_length: int, out_length: int, scale: float,
+                     antialias: bool) -> np.ndarray:
+    """Cached dense imresize weight matrix (read-only)."""
+    w, idx = imresize_contributions(in_length, out_length, scale, antialias)
+    M = _weight_matrix(w, idx, in_length)
+    M.flags.writeable = False
+    return M
+
+
+def _apply_along(image: np.ndarray, M: np.ndarray, axis: int) -> np.ndarray:
+    """``M`` (out x in) applied along ``axis`` of ``image``."""
+    moved = np.moveaxis(image, axis, 0)
+    flat = moved.reshape(moved.shape[0], -1)
+    out = (M @ flat).reshape((M.shape[0],) + moved.shape[1:])
+    return np.moveaxis(out, 0, axis)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """MATLAB's double -> uint8: round half away from zero, saturate to 0..255."""
+    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+
+
+def imresize(image: np.ndarray, output_size: tuple[int, int], antialias: bool = True) -> np.ndarray:
+    """``imresize(image, [rows cols])`` with MATLAB's bicubic kernel (H x W or H x W x C).
+
+    uint8 in, uint8 out (rounded after each pass, as MATLAB); float in, float64 out.
+    """
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise InputError(f"imresize: expected H x W or H x W x C, got shape {image.shape}")
+    out_rows, out_cols = (int(output_size[0]), int(output_size[1]))
+    is_uint8 = image.dtype == np.uint8
+    if not is_uint8 and not np.issubdtype(image.dtype, np.floating):
+        raise InputError(f"imresize: uint8 or floating-point image expected, got {image.dtype}")
+    scales = (out_rows / image.shape[0], out_cols / image.shape[1])
+    order = sorted(range(2), key=lambda d: scales[d])  # stable: rows first on a tie
+    out: np.ndarray = image
+    for dim in order:
+        in_len = out.shape[dim]
+        out_len = (out_rows, out_cols)[dim]
+        M = _imresize_matrix(in_len, out_len, scales[dim], antialias)
+        out = _apply_along(out.astype(np.float64), M, dim)
+        if is_uint8:
+            out = _to_uint8(out)
+    return out
+
+
+@lru_cache(maxsize=64)
+def vl_imreadjpeg_filter(in_length: int, out_length: int) -> np.ndarray:
+    """The out x in float32 weight matrix of MatConvNet's bicubic ``ImageResizeFilter``
+    (cached; read-only)."""
+    f32 = np.float32
+    alpha = f32(in_length) / f32(out_length)
+    beta = f32(0.5) * (alpha - f32(1))
+    support = f32(4)
+    size = 4
+    if alpha > 1:
+        support = support * alpha
+        size = int(np.ceil(support))
+    M = np.zeros((out_length, in_length), dtype=f32)
+    for v in range(out_length):
+        u = alpha * f32(v) + beta
+        start = int(np.ceil(u - support / f32(2)))
+        k = start + np.arange(size)
+        delta = (u - k.astype(f32)).astype(f32)
+        if alpha > 1:
+            delta = (delta / alpha).astype(f32)
+        h = cubic(delta).astype(f32)
+        slots = np.zeros(size, dtype=f32)
+        q = np.arange(size)
+        q = np.where(k < 0, q - k, q)
+        q = np.where(k >= in_length, q - (k - in_length + 1), q)
+        np.add.at(slots, q, h)
+        mass = f32(h.sum(dtype=f32))
+        nonzero = np.nonzero(h)[0]
+        skip = int(q[nonzero].min()) if len(nonzero) else size
+        taps = slots[skip:] / mass
+        zero = np.nonzero(taps == 0)[0]
+        if len(zero):  # the C loop stops at the first zero weight
+            taps = taps[:zero[0]]
+        cols = start + skip + np.arange(len(taps))
+        M[v, cols] = taps
+    M.flags.writeable = False
+    return M
+
+
+def vl_imreadjpeg_resize(image: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """``vl_imreadjpeg(..., 'Resize', [h w], 'Interpolation', 'bicubic')`` on an H x W x C
+    image (any numeric type; returned as float32, not rounded)."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise InputError(f"vl_imreadjpeg resize: expected H x W x C, got shape {image.shape}")
+    x = image.astype(np.float32)
+    rows = vl_imreadjpeg_filter(x.shape[0], int(output_size[0]))
+    x = _apply_along(x, rows, 0)
+    cols = vl_imreadjpeg_filter(x.shape[1], int(output_size[1]))
+    return _apply_along(x, cols, 1).astype(np.float32)
