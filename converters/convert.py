@@ -29,7 +29,10 @@ from converters.fastap_models import (
     detect_family,
     is_fastap_network,
 )
+from converters.input_scaling import check_input_scaling, read_images
 from converters.mcn_net import McnNet
+from converters.model_file import save_model
+from converters.network_reader import read_network
 from converters.to_torch import McnModule
 
 log = logging.getLogger(__name__)
@@ -219,3 +222,33 @@ def convert_network(net: McnNet, *, dtype: torch.dtype = torch.float32
     module.mcn_net = net  # kept for save_model, which stores the graph beside the weights
     module.eval()
     return module, generic_card(net, module)
+
+
+def convert_file(ckpt: str | os.PathLike[str], output: str | os.PathLike[str],
+            check_input: str | os.PathLike[str] | None = None, *,
+            max_images: int = 64) -> dict[str, Any]:
+    """Convert ``ckpt`` and write the weights plus model card to ``output``; return the card.
+
+    With ``check_input`` (a folder of images), the card's ``input_scaling`` records which
+    input scaling fits the checkpoint's first BatchNorm moments.
+    """
+    net = read_network(ckpt)
+    model, card = convert_network(net)
+    if check_input is not None:
+        images = read_images(check_input, limit=max_images)
+        card["input_scaling"] = check_input_scaling(
+            net, images, average_image=card.get("input", {}).get("average_image"))
+    save_model(output, model, card)
+    return card
+
+
+def card_summary(card: dict[str, Any]) -> dict[str, Any]:
+    """The card with the mean image reduced to its shape (for printing and card.json)."""
+    summary = dict(card)
+    inputs = dict(summary.get("input") or {})
+    average = inputs.get("average_image")
+    if average is not None and hasattr(average, "shape"):
+        inputs["average_image"] = (average.ravel().tolist() if average.size == 3
+                                   else f"stored in the model file, shape {list(average.shape)}")
+    summary["input"] = inputs
+    return summary

@@ -24,12 +24,9 @@ to a temporary name beside ``path`` and renamed, so a failed write leaves nothin
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from converters.atomic_file import atomic_path
 from converters.errors import MatConvNetError
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
@@ -61,28 +59,12 @@ def save_mat(path: str | os.PathLike[str], variables: dict[str, Any], *, version
         _check_name(name, str(path))
     if version not in ("7", "7.3"):
         raise MatConvNetError(f"{path}: unknown MAT version {version!r} (expected '7' or '7.3')")
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         if version == "7":
             _write_v7(tmp, variables, compress, str(path))
         else:
             _write_v73(tmp, variables, compress, str(path))
     return Path(path)
-
-
-@contextlib.contextmanager
-def _atomic(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed onto it when the block succeeds."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _check_name(name: str, where: str) -> None:

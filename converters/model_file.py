@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from converters.atomic_file import atomic_path
 from converters.errors import MatConvNetError
 from converters.fastap_models import FastAPEmbedding, build_model
 from converters.mcn_net import McnLayer, McnNet, McnParam, McnVar
@@ -71,16 +72,9 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, card: dict[str, A
         payload["params"] = {name: torch.from_numpy(np.ascontiguousarray(p.value))
                              for name, p in net.params.items()}
     payload["card_json"] = json.dumps(card, default=_jsonable)
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return final
+    return Path(path)
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:

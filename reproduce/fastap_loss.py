@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from reproduce.errors import InputError
 
@@ -154,6 +155,7 @@ class _FastAPFunction(torch.autograd.Function):
         return loss.to(X.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
         X, idx, d_AP_h_pos, d_AP_h_neg = ctx.saved_tensors
         num_bins, gradient = ctx.opts

@@ -33,6 +33,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+_GROUP_ELEMENTS = 2 ** 24  # at most this many pulse values in memory at once
+
 __all__ = [
     "affinity",
     "bin_centres",
@@ -115,11 +117,16 @@ def soft_histograms(dist2: Tensor, I_pos: Tensor, I_neg: Tensor, Z: Tensor, Delt
     Octave's order, stored as double. Otherwise: torch sums in ``dist2``'s dtype.
     """
     out_dtype = torch.float64 if matlab_precision else dist2.dtype
-    pulses = torch.stack([soft_binning(dist2, mid, Delta) for mid in Z])
-    # pulse .* I_pos for every bin at once, then Octave's summation order (or torch's)
-    masked = torch.stack([pulses * I_pos.to(dist2.dtype), pulses * I_neg.to(dist2.dtype)])
-    sums = _row_sum_sequential(masked) if matlab_precision else masked.sum(dim=-1)
-    h_pos, h_neg = sums.to(out_dtype).transpose(1, 2)  # (2, L, N) -> two N x L
+    N = dist2.shape[0]
+    group = max(1, _GROUP_ELEMENTS // max(1, 2 * N * N))  # bins handled at once
+    mask_pos, mask_neg = I_pos.to(dist2.dtype), I_neg.to(dist2.dtype)
+    parts = []
+    for first in range(0, Z.numel(), group):
+        pulses = torch.stack([soft_binning(dist2, mid, Delta) for mid in Z[first:first + group]])
+        # pulse .* I_pos for several bins at once, then Octave's summation order (or torch's)
+        masked = torch.stack([pulses * mask_pos, pulses * mask_neg])
+        parts.append(_row_sum_sequential(masked) if matlab_precision else masked.sum(dim=-1))
+    h_pos, h_neg = torch.cat(parts, dim=1).to(out_dtype).transpose(1, 2)  # (2, L, N) -> N x L
     return h_pos, h_neg
 
 

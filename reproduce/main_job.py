@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from reproduce.errors import InputError
 from reproduce.outputs import DEFAULT_OUT, command_dir, write_csv, write_text
+from reproduce.paths import DEFAULT_FIXTURE_DIRS, ROOT
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_DIRS = (ROOT / "tests" / "fixtures" / "fastap_matlab",
-                ROOT / "tests" / "fixtures" / "recall_matlab")
 SYNTHETIC_FAMILY = "resnet18-pt-mcn"
 # Folder names under --data that hold each dataset (ours first, then the official names).
 DATA_FOLDERS = {
@@ -68,8 +65,8 @@ def _parity(out: Path) -> Step:
     from reproduce.parity import run_parity
 
     step = Step("parity", made_from="saved MATLAB values in " + ", ".join(
-        str(d.relative_to(ROOT)) for d in FIXTURE_DIRS))
-    rows, ok = run_parity(list(FIXTURE_DIRS), out)
+        str(d.relative_to(ROOT)) for d in DEFAULT_FIXTURE_DIRS))
+    rows, ok = run_parity(list(DEFAULT_FIXTURE_DIRS), out)
     failed = [f"{r.case}/{r.quantity}" for r in rows if not r.passed]
     cases = len({r.case for r in rows})
     step.status = "ok" if ok else "failed"
@@ -80,12 +77,12 @@ def _parity(out: Path) -> Step:
     return step
 
 
-def _convert_and_verify(checkpoint: Path, models_out: Path) -> tuple[Step, Path | None]:
+def _convert_and_verify(checkpoint: Path, models_out: Path) -> tuple[Step, Path]:
     """Convert one checkpoint, check it against the reference executor, write the model."""
     from converters.convert import convert_network
     from converters.model_file import save_model
     from converters.network_reader import read_network
-    from reproduce.commands.verify import comparison_table, verify
+    from converters.verify import comparison_table, verify
 
     step = Step(f"convert {checkpoint.name}", made_from=str(checkpoint))
     net = read_network(checkpoint)
@@ -142,6 +139,10 @@ def _evaluate(model_path: Path, data: Path | None, out: Path) -> Step:
     _, card = load_model(model_path)
     dataset = str((card.get("opts") or {}).get("dataset") or "")
     step = Step(f"evaluate {model_path.stem}", made_from=str(model_path))
+    if dataset not in DATA_FOLDERS:
+        step.gaps.append(f"the model card names no known dataset ({dataset!r}); evaluate it "
+                         "with `fastap evaluate --dataset ...`")
+        return step
     if data is None:
         step.gaps.append(f"--data DIR with {dataset or 'the dataset'} would give Recall@K "
                          "of this model")
@@ -180,21 +181,22 @@ def _logs(paths: Sequence[Path] | None, out: Path) -> Step:
     return step
 
 
-def _tables_and_plots(out: Path, have_evaluations: bool) -> list[Step]:
+def _tables_and_plots(out: Path, have_evaluations: bool, simulated_logs: bool) -> list[Step]:
     """Tables 1-3 and every figure their inputs allow."""
     from reproduce.plots import plots_command
     from reproduce.tables import tables_command
 
     evaluations = out / "evaluations" if have_evaluations else None
-    tables = Step("tables", made_from="published_results.csv, parsed logs"
-                  + (", evaluations" if have_evaluations else ""))
+    logs_label = "SIMULATED sample logs" if simulated_logs else "parsed logs"
+    tables = Step("tables", made_from=f"published_results.csv (with its status column), "
+                  f"{logs_label}" + (", evaluations" if have_evaluations else ""))
     written = tables_command(logs=[out / "logs"], evaluations=evaluations, out=out)
     tables.status = "ok"
     tables.outputs += [str(p) for p in written.values()]
     if not have_evaluations:
         tables.gaps.append("the 'evaluated' columns stay empty: released checkpoints "
                            "(--models) and datasets (--data) would fill them")
-    plots = Step("plots", made_from="logs, tables, parity")
+    plots = Step("plots", made_from=f"{logs_label}, tables, parity")
     made = plots_command(logs=[out / "logs"], tables=out / "tables",
                          parity=out / "parity" / "parity.csv", out=out)
     plots.status = "ok"
@@ -244,43 +246,38 @@ def reproduce(models: str | os.PathLike[str] | None = None,
         "logs": [os.fspath(p) for p in logs or []], "data": os.fspath(data) if data else None,
         "out": os.fspath(out_root)})
     checkpoints = real_checkpoints or [_synthetic_checkpoint(folder / "synthetic")]
-    stages: list[tuple[str, Callable[[], list[Step]]]] = [
-        ("parity", lambda: [_parity(out_root)]),
-    ]
     steps: list[Step] = []
-    converted: list[Path] = []
-
-    def convert_all() -> list[Step]:
-        made = []
+    stages = ("parity", "convert", "evaluate", "logs", "tables+plots")
+    with tqdm(total=len(stages), desc="reproduce", unit="stage") as bar:
+        bar.set_postfix_str("parity")
+        steps.append(_parity(out_root))
+        bar.update()
+        bar.set_postfix_str("convert")
+        converted = []
         for ckpt in checkpoints:
             step, target = _convert_and_verify(ckpt, folder / "models")
-            if not models:
+            if not real_checkpoints:
                 step.made_from = f"SYNTHETIC {SYNTHETIC_FAMILY} checkpoint {ckpt}"
                 step.gaps.append("--models DIR with the released net-epoch-N.mat files would "
                                  "convert and verify the real checkpoints")
-            made.append(step)
-            if target is not None:
-                converted.append(target)
-        return made
-
-    def evaluate_all() -> list[Step]:
-        if not models:
-            return [Step("evaluate", gaps=["--models DIR and --data DIR would evaluate the "
-                                           "converted released models (a synthetic model has "
-                                           "no meaningful Recall@K)"])]
-        return [_evaluate(path, data_path, out_root) for path in converted]
-
-    stages += [("convert", convert_all), ("evaluate", evaluate_all),
-               ("logs", lambda: [_logs([Path(p) for p in logs] if logs else None, out_root)])]
-    with tqdm(total=len(stages) + 1, desc="reproduce", unit="stage") as bar:
-        for name, run in stages:
-            bar.set_postfix_str(name)
-            steps += run()
-            bar.update()
+            steps.append(step)
+            converted.append(target)
+        bar.update()
+        bar.set_postfix_str("evaluate")
+        if real_checkpoints:
+            steps += [_evaluate(path, data_path, out_root) for path in converted]
+        else:
+            steps.append(Step("evaluate", gaps=[
+                "--models DIR and --data DIR would evaluate the converted released models "
+                "(a synthetic model has no meaningful Recall@K)"]))
+        bar.update()
+        bar.set_postfix_str("logs")
+        steps.append(_logs([Path(p) for p in logs] if logs else None, out_root))
+        bar.update()
         bar.set_postfix_str("tables+plots")
         have_evaluations = any(s.name.startswith("evaluate ") and s.status == "ok"
                                for s in steps)
-        steps += _tables_and_plots(out_root, have_evaluations)
+        steps += _tables_and_plots(out_root, have_evaluations, simulated_logs=not logs)
         bar.update()
     summary = format_summary(steps)
     write_text(folder / "summary.md", summary)

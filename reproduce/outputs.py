@@ -7,37 +7,21 @@ in the same folder and renamed, so an interrupted run never leaves a half-writte
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from converters.atomic_file import atomic_path
+
 DEFAULT_OUT = Path("out")
 _VERSIONED = ("fastap-repro", "torch", "torchvision", "numpy", "scipy", "h5py", "pandas",
               "matplotlib")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -82,7 +66,7 @@ def command_dir(out: str | os.PathLike[str] | None, command: str,
         "command": command,
         "arguments": args,
         "argv": sys.argv,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
     })
     return folder

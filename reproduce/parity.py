@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 import torch
 from torch import Tensor
 
 from reproduce import fastap_matlab as fm
 from reproduce.errors import InputError
 from reproduce.fastap_loss import FastAPLoss, raw_dist2
+from reproduce.fixture_file import fixture_text, load_fixture
 from reproduce.parity_row import ParityRow
 
 log = logging.getLogger(__name__)
@@ -63,21 +63,6 @@ REL_DOUBLE = 1e-12
 def is_fastap_fixture(mat: dict[str, Any]) -> bool:
     """Whether a loaded MAT dict (``scipy.io.loadmat``) is a saved ``FastAP.m`` call."""
     return all(name in mat for name in FASTAP_REQUIRED)
-
-
-def _load(path: Path) -> dict[str, Any]:
-    """``scipy.io.loadmat`` with errors that name the file."""
-    try:
-        return scipy.io.loadmat(path)
-    except (OSError, ValueError, NotImplementedError, TypeError,
-            scipy.io.matlab.MatReadError) as exc:
-        raise InputError(f"{path}: cannot read as a MAT file: {exc}") from exc
-
-
-def _text(value: Any) -> str:
-    """A MATLAB char array as loaded by scipy, as a Python string."""
-    arr = np.asarray(value)
-    return " ".join(str(s).strip() for s in arr.ravel()) if arr.dtype.kind == "U" else ""
 
 
 def _gamma(n: int, u: float) -> float:
@@ -172,12 +157,14 @@ def _edge_jump_bound(X: Tensor, d_ours: Tensor, d_theirs: Tensor, I_pos: Tensor,
 def check_fastap_fixture(path: Path) -> list[ParityRow]:
     """Check one saved ``FastAP.m`` call: every saved quantity, then ``FastAPLoss``."""
     path = Path(path)
-    mat = _load(path)
+    mat = load_fixture(path)
     if not is_fastap_fixture(mat):
         missing = [f for f in FASTAP_REQUIRED if f not in mat]
         raise InputError(f"{path}: not a FastAP fixture, missing fields {missing}")
-    case = _text(mat.get("case_name", "")) or path.stem
+    case = fixture_text(mat.get("case_name", "")) or path.stem
     X = _tensor(mat, "X")
+    if X.dim() > 2 and all(n == 1 for n in X.shape[:-2]):
+        X = X.reshape(X.shape[-2:])  # inputs{1} saved unsqueezed (1 x 1 x D x N)
     if X.dim() != 2 or not X.is_floating_point():
         raise InputError(f"{path}: field X must be a D x N single or double matrix, "
                          f"got {tuple(X.shape)} {X.dtype}")
@@ -321,7 +308,7 @@ def _check_fast_loss(case: str, mat: dict[str, Any], X: Tensor, Y: Tensor, nbins
 def check_fixture(path: Path) -> list[ParityRow]:
     """Check one fixture file of either kind (FastAP layer call or Recall@K evaluation)."""
     path = Path(path)
-    mat = _load(path)
+    mat = load_fixture(path)
     if is_fastap_fixture(mat):
         return check_fastap_fixture(path)
     from reproduce import recall_parity  # lazy: only needed for recall fixtures

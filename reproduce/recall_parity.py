@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 
 from reproduce.errors import InputError
+from reproduce.fixture_file import fixture_text, load_fixture
 from reproduce.parity_row import ParityRow
 from reproduce.recall import recall_at_k
 
@@ -25,16 +25,6 @@ REQUIRED_FIELDS = ("Xq", "Yq", "Xdb", "Ydb", "Ks", "removeDiag", "recallrate", "
 def is_recall_fixture(mat: dict[str, Any]) -> bool:
     """Whether a loaded MAT dict (``scipy.io.loadmat``) is a saved ``evaluate_recall`` call."""
     return all(name in mat for name in REQUIRED_FIELDS)
-
-
-def _text(value: Any) -> str:
-    """A MATLAB char array as loaded by scipy, as one Python string (rows joined by newlines)."""
-    arr = np.asarray(value)
-    if arr.dtype.kind == "U":
-        return "\n".join(str(s).rstrip() for s in arr.ravel())
-    if arr.dtype == object:
-        return "\n".join(_text(v) for v in arr.ravel())
-    raise InputError(f"expected text, got an array of {arr.dtype}")
 
 
 def _row(case: str, quantity: str, ours: np.ndarray, theirs: np.ndarray,
@@ -63,16 +53,13 @@ def check_recall_fixture(path: Path) -> list[ParityRow]:
     Raises ``InputError`` naming the file when it is not in the recall-fixture format.
     """
     path = Path(path)
-    try:
-        mat = scipy.io.loadmat(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read as a MAT file: {exc}") from exc
+    mat = load_fixture(path)
     if not is_recall_fixture(mat):
         missing = [f for f in REQUIRED_FIELDS if f not in mat]
         raise InputError(f"{path}: not a recall fixture, missing fields {missing}")
     case = path.stem
     if "case_name" in mat:
-        case = _text(mat["case_name"]) or case
+        case = fixture_text(mat["case_name"], "\n") or case
     Ks = np.asarray(mat["Ks"]).ravel()
     remove_diag = bool(np.asarray(mat["removeDiag"]).ravel()[0])
     result = recall_at_k(mat["Xq"], mat["Yq"], mat["Xdb"], mat["Ydb"], Ks,
@@ -82,7 +69,7 @@ def check_recall_fixture(path: Path) -> list[ParityRow]:
                                                                dtype=np.float64)),
         _row(case, "recall", result.recall, np.asarray(mat["recall"], dtype=np.float64).ravel()),
     ]
-    expected_text = _text(mat["printed"]).strip()
+    expected_text = fixture_text(mat["printed"], "\n").strip()
     ours_text = result.printed.strip()
     same = ours_text == expected_text
     note = "" if same else f"ours {ours_text!r} vs MATLAB {expected_text!r}"

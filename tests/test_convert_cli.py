@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from test_fastap_models import synthetic_checkpoint
 
+import converters.verify as verify_module
 from converters.fastap_checkpoint import checkpoint_tree, write_synthetic_checkpoint
 from converters.fastap_models import FAMILY_RESNET18_PT
 from converters.mat_writer import save_mat
@@ -21,7 +22,6 @@ from converters.mcn_net import McnNet
 from converters.model_file import load_model
 from converters.network_reader import read_network
 from reproduce.cli import main
-from reproduce.commands import verify as verify_command
 
 REAL = Path(__file__).parent / "fixtures" / "realfiles" / "mat"
 
@@ -78,11 +78,11 @@ def test_verify_passes_for_a_real_generic_network(tmp_path: Path,
 def test_verify_takes_a_given_input(tmp_path: Path) -> None:
     x = np.random.default_rng(3).standard_normal((28, 28, 1, 2)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    comparisons, ok = verify_command.verify(REAL / "dagnn_v5_struct_mnist_new_net.mat",
+    comparisons, ok = verify_module.verify(REAL / "dagnn_v5_struct_mnist_new_net.mat",
                                             tmp_path / "x.npy")
     assert ok
     assert comparisons and comparisons[0].shape[0] == 2  # the batch of the given input
-    comparisons64, ok64 = verify_command.verify(REAL / "dagnn_v5_struct_mnist_new_net.mat",
+    comparisons64, ok64 = verify_module.verify(REAL / "dagnn_v5_struct_mnist_new_net.mat",
                                                 tmp_path / "x.npy", dtype="float64")
     assert ok64
     assert max(c.rel_l2 for c in comparisons64) < 1e-10
@@ -92,7 +92,7 @@ def test_verify_exits_1_beyond_tolerance(tmp_path_factory: pytest.TempPathFactor
                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = synthetic_checkpoint(tmp_path_factory, FAMILY_RESNET18_PT)
-    real_convert = verify_command.convert_network
+    real_convert = verify_module.convert_network
 
     def convert_with_a_flaw(net: McnNet, **kwargs: Any) -> tuple[torch.nn.Module, dict]:
         model, card = real_convert(net, **kwargs)
@@ -100,7 +100,7 @@ def test_verify_exits_1_beyond_tolerance(tmp_path_factory: pytest.TempPathFactor
             model.base.layer3[1].bn2.bias[7] += 0.5  # one channel off in one layer
         return model, card
 
-    monkeypatch.setattr(verify_command, "convert_network", convert_with_a_flaw)
+    monkeypatch.setattr(verify_module, "convert_network", convert_with_a_flaw)
     assert main(["verify", str(ckpt), "--batch", "1", "--out", str(tmp_path)]) == 1
     assert "FAILED" in capsys.readouterr().out
 

@@ -140,3 +140,13 @@ def test_a_fixture_with_only_the_inputs_and_a_few_outputs_is_accepted(tmp_path: 
 def test_run_parity_rejects_an_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no .mat"):
         run_parity([tmp_path])
+
+
+def test_unsqueezed_features_are_accepted(tmp_path: Path) -> None:
+    """``inputs{1}`` saved as MatConvNet holds it (``1 x 1 x D x N``) is the same case."""
+    mat = scipy.io.loadmat(FASTAP / "tiny_single.mat")
+    mat["X"] = mat["X"].reshape(1, 1, *mat["X"].shape)
+    path = tmp_path / "tiny_4d.mat"
+    scipy.io.savemat(path, {k: v for k, v in mat.items() if not k.startswith("__")})
+    rows = check_fixture(path)
+    assert all(r.passed for r in rows) and len(rows) > 20

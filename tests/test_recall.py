@@ -164,3 +164,10 @@ def test_bad_input_is_named() -> None:
         recall_at_k(X, [1, 2], X, [1, 2, 3], [1], progress=False)
     with pytest.raises(InputError, match="same d"):
         recall_at_k(X, [1, 2, 3], X[:, :2], [1, 2, 3], [1], progress=False)
+
+
+def test_corrupt_recall_fixture_is_an_input_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.mat"
+    bad.write_bytes(b"MATLAB 5.0 MAT-file" + b"\x00" * 40)
+    with pytest.raises(InputError, match="broken.mat"):
+        check_recall_fixture(bad)

@@ -1,46 +1,12 @@
-"""``fastap convert CKPT -o OUT.pt [--check-input DIR]``: a checkpoint as a PyTorch model."""
+"""``fastap convert CKPT -o OUT.pt [--check-input DIR]``: a checkpoint as a PyTorch model.
+
+The work is :func:`converters.convert.convert_file`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
-
-from converters.convert import convert_network
-from converters.input_scaling import check_input_scaling, read_images
-from converters.model_file import save_model
-from converters.network_reader import read_network
-from reproduce.outputs import command_dir, write_json
-
-
-def convert(ckpt: str | os.PathLike[str], output: str | os.PathLike[str],
-            check_input: str | os.PathLike[str] | None = None, *,
-            max_images: int = 64) -> dict[str, Any]:
-    """Convert ``ckpt`` and write the weights plus model card to ``output``; return the card.
-
-    With ``check_input`` (a folder of images), the card's ``input_scaling`` records which
-    input scaling fits the checkpoint's first BatchNorm moments.
-    """
-    net = read_network(ckpt)
-    model, card = convert_network(net)
-    if check_input is not None:
-        images = read_images(check_input, limit=max_images)
-        card["input_scaling"] = check_input_scaling(
-            net, images, average_image=card.get("input", {}).get("average_image"))
-    save_model(output, model, card)
-    return card
-
-
-def card_summary(card: dict[str, Any]) -> dict[str, Any]:
-    """The card with the mean image reduced to its shape (for printing and card.json)."""
-    summary = dict(card)
-    inputs = dict(summary.get("input") or {})
-    average = inputs.get("average_image")
-    if average is not None and hasattr(average, "shape"):
-        inputs["average_image"] = (average.ravel().tolist() if average.size == 3
-                                   else f"stored in the model file, shape {list(average.shape)}")
-    summary["input"] = inputs
-    return summary
 
 
 def add_parser(subparsers: Any) -> None:
@@ -61,7 +27,10 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, write the model file and ``<out>/convert/card.json``, print a summary."""
-    card = convert(args.ckpt, args.output, args.check_input, max_images=args.max_images)
+    from converters.convert import card_summary, convert_file
+    from reproduce.outputs import command_dir, write_json
+
+    card = convert_file(args.ckpt, args.output, args.check_input, max_images=args.max_images)
     summary = card_summary(card)
     folder = command_dir(args.out, "convert", args)
     write_json(folder / "card.json", summary)

@@ -7,7 +7,8 @@ from typing import Any
 
 from reproduce.datasets import LOADERS
 from reproduce.outputs import DEFAULT_OUT
-from reproduce.preprocess import MATLAB_JPEG_QUALITY, NAMES
+
+PREPROCESSING_NAMES = ("matlab", "torchvision")  # reproduce.preprocess.NAMES, without torch
 
 
 def add_parser(subparsers: Any) -> None:
@@ -23,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
                         "random gallery image per vehicle, 10 draws), all, or names such as "
                         "vid-small-authors (comma-separated)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: out)")
-    p.add_argument("--preprocessing", default="matlab", choices=NAMES)
+    p.add_argument("--preprocessing", default="matlab", choices=PREPROCESSING_NAMES)
     p.add_argument("--resize", default="vl_imreadjpeg", choices=("vl_imreadjpeg", "imresize"),
                    help="how the matlab preprocessing resizes to 224x224")
     p.add_argument("--no-jpeg-reencode", action="store_true",
@@ -42,6 +43,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the MATLAB-format Recall@K lines per protocol."""
     from reproduce.evaluate import evaluate
+    from reproduce.preprocess import MATLAB_JPEG_QUALITY
 
     summary = evaluate(args.model, args.dataset, args.root, protocol=args.protocol,
                        out=args.out, preprocessing=args.preprocessing,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reproduce.logs_job import logs_command
-
 
 def add_parser(subparsers: Any) -> None:
     """Register ``fastap logs``."""
@@ -26,6 +24,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse, write, print the report's summary lines."""
+    from reproduce.logs_job import logs_command
+
     result = logs_command(args.paths, args.out,
                           {k: v for k, v in vars(args).items() if not callable(v)})
     for run_ in result.runs:

@@ -8,12 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reproduce.outputs import DEFAULT_OUT
-from reproduce.parity import run_parity
 from reproduce.parity_row import ParityRow
-
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_FIXTURES = (ROOT / "tests" / "fixtures" / "fastap_matlab",
-                    ROOT / "tests" / "fixtures" / "recall_matlab")
+from reproduce.paths import DEFAULT_FIXTURE_DIRS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +44,9 @@ def format_table(rows: Sequence[ParityRow]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check, print the table and a summary; 1 if anything failed."""
-    fixtures = list(args.fixtures) if args.fixtures else list(DEFAULT_FIXTURES)
+    from reproduce.parity import run_parity
+
+    fixtures = list(args.fixtures) if args.fixtures else list(DEFAULT_FIXTURE_DIRS)
     rows, ok = run_parity(fixtures, args.out)
     print(format_table(rows))
     failed = [r for r in rows if not r.passed]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reproduce.plots import plots_command
-
 
 def add_parser(subparsers: Any) -> None:
     """Register ``fastap plots``."""
@@ -26,6 +24,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw and list the figures."""
+    from reproduce.plots import plots_command
+
     result = plots_command(args.logs, args.tables, args.parity, args.out,
                            {k: v for k, v in vars(args).items() if not callable(v)})
     for name, value in result.items():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reproduce.tables import tables_command
-
 
 def add_parser(subparsers: Any) -> None:
     """Register ``fastap tables``."""
@@ -27,6 +25,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the tables and say where they went."""
+    from reproduce.tables import tables_command
+
     written = tables_command(args.logs, args.evaluations, args.published, args.out,
                              {k: v for k, v in vars(args).items() if not callable(v)})
     for path in written.values():
