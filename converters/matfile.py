@@ -44,7 +44,7 @@ def mat_format(path: str | os.PathLike[str]) -> str:
         raise MatConvNetError(f"{path}: is a folder, not a MAT file")
     try:
         major, _minor = matfile_version(os.fspath(path))
-    except (MatReadError, ValueError, OSError, EOFError) as exc:  # junk, empty, too short
+    except (MatReadError, ValueError, OSError, EOFError, IndexError) as exc:  # junk, short
         raise MatConvNetError(f"{path}: not a MATLAB .mat file ({exc})") from exc
     if major == 2:
         return FORMAT_V73

@@ -10,9 +10,11 @@ into the ``N x L`` histograms, and the backward gathers one difference of histog
 gradients per pair: ``d obj / d dist2_ij = (g[i, k+1] - g[i, k]) / Delta``. No
 ``N x N x L`` tensor and no ``N x N`` diagonal products exist; the work is two
 ``N x N x D`` matrix products (``X X^T`` forward, ``G X`` backward) plus O(N^2) elementwise
-passes. Peak memory by design: about 4.5 ``N x N`` buffers of the embeddings' dtype in the
-forward (the distances/weights, their ceiling, the int64 bin columns that are kept for the
-backward) and about 4.5 in the backward (those columns, ``G`` and ``G + G^T``).
+passes. The elementwise passes run on blocks of rows (about a million pairs each), so their
+temporaries stay in cache and no N x N float temporary is ever allocated in the forward; the
+only N x N arrays are the bin column of every pair (one byte each, kept for the backward)
+and, in the backward, ``G``, symmetrised in place tile by tile. Peak memory by design: about
+1.25 ``N x N`` float32 buffers plus a few row blocks.
 
 Conventions (shared with ``FastAP.m``):
 
@@ -52,12 +54,15 @@ from reproduce.errors import InputError
 __all__ = ["FastAPLoss", "fastap_loss", "raw_dist2"]
 
 GRADIENT_MODES = ("exact", "matlab")
+_CHUNK_ELEMENTS = 1 << 20  # pairs per row block of the elementwise work (4 MiB of float32)
 
 
-def raw_dist2(embeddings: Tensor, scale: float = 1.0) -> Tensor:
-    """``(2 - 2 X X^T) * scale`` for ``N x D`` embeddings, before the ``max(0, .)`` clamp."""
+def raw_dist2(embeddings: Tensor, scale: float = 1.0, others: Tensor | None = None) -> Tensor:
+    """``(2 - 2 X Y^T) * scale`` (``Y = others``, default ``X``), before the ``max(0, .)``
+    clamp, for ``N x D`` embeddings."""
+    others = embeddings if others is None else others
     const = torch.full((), 2.0 * scale, dtype=embeddings.dtype, device=embeddings.device)
-    return torch.addmm(const, embeddings, embeddings.T, beta=1.0, alpha=-2.0 * scale)
+    return torch.addmm(const, embeddings, others.T, beta=1.0, alpha=-2.0 * scale)
 
 
 def _positives_per_query(labels: Tensor) -> Tensor:
@@ -66,23 +71,44 @@ def _positives_per_query(labels: Tensor) -> Tensor:
     return counts[inverse] - 1
 
 
-def _bin_columns(t: Tensor, labels: Tensor, L: int) -> tuple[Tensor, Tensor]:
-    """Each pair's lower-bin column in the padded ``[pos | neg]`` table, and its upper weight.
+def _bin_columns(t: Tensor, labels_rows: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Each pair's lower-bin column in the interleaved histogram table, and its upper weight.
 
     ``t = dist2 / Delta`` (clamped to ``[0, L + 1]``) is overwritten by the weight. A
     distance in ``(Z_k, Z_k+1]`` has lower bin ``k = ceil(t) - 1`` (a distance on a centre
     belongs to the interval on its left, as in ``dSoftBinning``) and puts weight
-    ``frac = t - k`` in bin ``k + 1``, ``1 - frac`` in bin ``k``. The table has ``Lp = L + 3``
-    columns per half: column ``c`` holds bin ``c - 1`` (column 0 the phantom bin -1, columns
-    ``L+1``, ``L+2`` the phantom bins past ``Z = 4``); a negative pair's columns are shifted
-    by ``Lp``.
+    ``frac = t - k`` in bin ``k + 1``, ``1 - frac`` in bin ``k``. The table interleaves the
+    positive and negative histograms: bin ``b`` of a positive pair is column ``2 (b + 1)``, of
+    a negative pair ``2 (b + 1) + 1`` (bin -1 and the bins past ``Z = 4`` are phantom columns),
+    so a pair's upper bin is its column plus 2.
     """
-    Lp = L + 3
     col = torch.ceil(t)  # = k + 1, in [0, L + 1]
     frac = t.sub_(col).add_(1.0)
-    shift = torch.full((), float(Lp), dtype=t.dtype, device=t.device)
-    col.add_(torch.where(labels[:, None] != labels[None, :], shift, 0.0))
+    negative = labels_rows[:, None] != labels[None, :]
+    torch.add(negative, col, alpha=2, out=col)  # 2 (k + 1) + [negative pair], one pass
     return col.to(torch.long), frac
+
+
+def _row_blocks(N: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``_CHUNK_ELEMENTS`` pairs each: the O(N^2) elementwise work runs
+    chunk by chunk so that its temporaries stay small and in cache."""
+    rows = max(1, _CHUNK_ELEMENTS // max(N, 1))
+    return [(r0, min(N, r0 + rows)) for r0 in range(0, N, rows)]
+
+
+def _symmetrise_(G: Tensor, block: int = 256) -> Tensor:
+    """``G <- G + G^T`` in place, tile pair by tile pair (both tiles stay in cache; a plain
+    ``G + G.T`` reads the transpose with a stride of N and needs a second N x N buffer)."""
+    N = G.shape[0]
+    for i in range(0, N, block):
+        for j in range(i, N, block):
+            upper = G[i:i + block, j:j + block]
+            lower = G[j:j + block, i:i + block]
+            tile = upper + lower.T
+            upper.copy_(tile)
+            if j != i:
+                lower.copy_(tile.T)
+    return G
 
 
 def _histogram_terms(h_pos: Tensor, h_neg: Tensor, N_pos: Tensor, *, matlab: bool
@@ -127,29 +153,41 @@ class _FastAPFunction(torch.autograd.Function):
         L = num_bins + 1
         Lp = L + 3
         Delta = 4.0 / num_bins
-        t = raw_dist2(X, 1.0 / Delta)  # dist2 / Delta, before the clamp
-        t.fill_diagonal_(0.0)  # a sample is not its own neighbour (weights zeroed below)
-        clamped = None
-        if gradient == "exact" and bool((t < 0).any()):
-            clamped = t < 0  # max(0, .) is active: no gradient through these pairs
-        t.clamp_(0.0, L + 1.0)  # past 4 + Delta every pulse is 0 anyway
-        idx, frac = _bin_columns(t, labels, L)
-        del t
-        frac.fill_diagonal_(0.0)
+        # Each pair's lower-bin column is kept for the backward in one byte (two for more than
+        # 125 bins). Pairs without gradient (a sample with itself; with the exact gradient,
+        # pairs clamped by max(0, .)) point at `dead`, the column of the first phantom bin
+        # past Z = 4, whose two histogram-gradient columns are both zero.
+        dead = 2 * (L + 1)
+        idx_store = torch.empty(N, N, dtype=torch.uint8 if 2 * Lp <= 256 else torch.int16,
+                                device=X.device)
         hist = torch.zeros(N, 2 * Lp, dtype=X.dtype, device=X.device)
-        hist[:, 1:].scatter_add_(1, idx, frac)  # upper bins get frac
-        frac = torch.rsub(frac, 1.0).fill_diagonal_(0.0)
-        hist.scatter_add_(1, idx, frac)  # lower bins get 1 - frac
-        del frac
+        for r0, r1 in _row_blocks(N):
+            t = raw_dist2(X[r0:r1], 1.0 / Delta, X)  # dist2 / Delta, before the clamp
+            t[:, r0:r1].fill_diagonal_(0.0)  # a sample is not its own neighbour
+            clamped = None
+            if gradient == "exact" and bool(t.amin() < 0):
+                clamped = t < 0  # max(0, .) is active: no gradient through these pairs
+            t.clamp_(0.0, L + 1.0)  # past 4 + Delta every pulse is 0 anyway
+            idx, frac = _bin_columns(t, labels[r0:r1], labels)
+            del t
+            frac[:, r0:r1].fill_diagonal_(0.0)
+            hist[r0:r1, 2:].scatter_add_(1, idx, frac)  # upper bins (column + 2) get frac
+            frac = torch.rsub(frac, 1.0)
+            frac[:, r0:r1].fill_diagonal_(0.0)
+            hist[r0:r1].scatter_add_(1, idx, frac)  # lower bins get 1 - frac
+            del frac
+            if clamped is not None:
+                idx.masked_fill_(clamped, dead)
+            idx[:, r0:r1].fill_diagonal_(dead)
+            idx_store[r0:r1] = idx
         N_pos = _positives_per_query(labels)
-        h_pos = hist[:, 1:L + 1]
-        h_neg = hist[:, Lp + 1:Lp + L + 1]
+        h_pos = hist[:, 2:2 * L + 2:2]  # bins 0 .. L-1 of positive pairs
+        h_neg = hist[:, 3:2 * L + 3:2]  # and of negative pairs
         AP, d_AP_h_pos, d_AP_h_neg, valid = _histogram_terms(h_pos, h_neg, N_pos,
                                                                matlab=gradient == "matlab")
         Q = int(valid.sum())
         loss = 1.0 - AP.sum() / Q if Q > 0 else AP.sum() * 0.0
-        ctx.save_for_backward(X, idx, d_AP_h_pos, d_AP_h_neg)
-        ctx.clamped = clamped
+        ctx.save_for_backward(X, idx_store, d_AP_h_pos, d_AP_h_neg)
         ctx.Q = Q
         ctx.opts = (num_bins, gradient)
         return loss.to(X.dtype)
@@ -157,12 +195,13 @@ class _FastAPFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
-        X, idx, d_AP_h_pos, d_AP_h_neg = ctx.saved_tensors
+        X, idx_store, d_AP_h_pos, d_AP_h_neg = ctx.saved_tensors
         num_bins, gradient = ctx.opts
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         if ctx.Q == 0:
             return torch.zeros_like(X), None, None, None
+        N = X.shape[0]
         L = num_bins + 1
         Lp = L + 3
         Delta = 4.0 / num_bins
@@ -170,18 +209,16 @@ class _FastAPFunction(torch.autograd.Function):
         # exact: loss = 1 - obj / Q and d dist2 / dx = -2x, so coef = 2 / Q;
         # matlab: dInputs = -0.5 * d obj / dX, so coef = 1.
         coef = (2.0 / ctx.Q if gradient == "exact" else 1.0) / Delta
-        table = torch.zeros(X.shape[0], 2 * Lp + 1, dtype=X.dtype, device=X.device)
-        table[:, 1:L + 1] = d_AP_h_pos
-        table[:, Lp + 1:Lp + L + 1] = d_AP_h_neg
+        table = torch.zeros(N, 2 * Lp, dtype=X.dtype, device=X.device)
+        table[:, 2:2 * L + 2:2] = d_AP_h_pos
+        table[:, 3:2 * L + 3:2] = d_AP_h_neg
         table.mul_(grad_out.to(X.dtype) * coef)
         # upper bin +1/Delta, lower bin -1/Delta: one gather from the column differences
-        G = torch.diff(table, dim=1).gather(1, idx)
-        G.fill_diagonal_(0.0)
-        if ctx.clamped is not None:
-            G.masked_fill_(ctx.clamped, 0.0)
-        G_sym = G + G.T
-        del G
-        return G_sym @ X, None, None, None
+        steps = table[:, 2:] - table[:, :-2]
+        G = torch.empty(N, N, dtype=X.dtype, device=X.device)
+        for r0, r1 in _row_blocks(N):
+            torch.gather(steps[r0:r1], 1, idx_store[r0:r1].long(), out=G[r0:r1])
+        return _symmetrise_(G) @ X, None, None, None
 
 
 def fastap_loss(embeddings: Tensor, labels: Tensor, num_bins: int = 10,

@@ -190,3 +190,36 @@ def test_cuda_matches_cpu(gradient: str) -> None:
     assert torch.allclose(gc.cpu(), grad, rtol=0, atol=1e-10 * grad.abs().max())
     l32, g32 = _grad(X.float().cuda(), y.cuda(), gradient=gradient)
     assert abs(l32.item() - loss.item()) <= 1e-5
+
+
+def test_tiled_symmetrisation_equals_g_plus_g_transpose() -> None:
+    from reproduce.fastap_loss import _symmetrise_
+
+    G = torch.randn(300, 300, generator=torch.Generator().manual_seed(1))
+    expected = G + G.T
+    assert torch.equal(_symmetrise_(G.clone(), block=64), expected)  # 300 = 4 * 64 + 44
+    assert torch.equal(_symmetrise_(G.clone(), block=512), expected)
+
+
+@pytest.mark.parametrize("gradient", ["exact", "matlab"])
+def test_row_chunks_give_the_same_loss_and_gradient(monkeypatch: pytest.MonkeyPatch,
+                                                    gradient: str) -> None:
+    import reproduce.fastap_loss as module
+
+    gen = torch.Generator().manual_seed(3)
+    # float64: a row chunk's matrix product may round differently from the whole one
+    X = torch.nn.functional.normalize(torch.randn(90, 16, generator=gen, dtype=torch.float64),
+                                      dim=1) * 1.2
+    labels = torch.randint(0, 12, (90,), generator=gen)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        Xg = X.clone().requires_grad_()
+        loss = FastAPLoss(10, gradient=gradient)(Xg, labels)
+        loss.backward()
+        return loss.detach(), Xg.grad
+
+    whole = run()
+    monkeypatch.setattr(module, "_CHUNK_ELEMENTS", 7 * 90)  # 13 chunks of 7 rows (last 6)
+    chunked = run()
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-13, atol=0.0)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=1e-12, atol=1e-15)

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_datasets import write_products
 
+from converters.fastap_checkpoint import write_synthetic_checkpoint
 from reproduce.cli import main
+from reproduce.logs_job import SAMPLES_DIR
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +57,23 @@ def test_bad_inputs_exit_2_without_output(tmp_path: Path,
     assert "no .mat checkpoint" in capsys.readouterr().err
     assert main(["reproduce", "--logs", str(tmp_path / "nolog"), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_real_inputs_fill_the_evaluated_column(tmp_path: Path) -> None:
+    models = tmp_path / "models" / "products-FastAP-512-resnet18"
+    write_synthetic_checkpoint(models / "net-epoch-3.mat", "resnet18-pt-mcn", dim=512,
+                               with_state=False, compress=False)
+    data = tmp_path / "data"
+    write_products(data / "products", classes=3, per_class=2, identical=True)
+    out = tmp_path / "out"
+    status = main(["reproduce", "--models", str(tmp_path / "models"), "--data", str(data),
+                   "--logs", str(SAMPLES_DIR), "--out", str(out)])
+    assert status == 0
+    summary = (out / "reproduce" / "summary.md").read_text()
+    assert "## evaluate products-FastAP-512-resnet18__net-epoch-3: ok" in summary
+    assert "SYNTHETIC" not in summary
+    table = pd.read_csv(out / "tables" / "table1_products.csv")
+    row = table[(table["method"] == "FastAP") & (table["backbone"] == "ResNet-18")
+                & (table["metric"] == "R@1")]
+    # every query's nearest other image is an identical copy of the same class
+    assert row["evaluated"].tolist() == [100.0]

@@ -200,8 +200,9 @@ def test_text_file_named_mat_is_a_clear_error(tmp_path: Path) -> None:
         load_mat(fake)
 
 
-@pytest.mark.parametrize("content", [b"", b"MATLAB", b"\0\0\0\0junk"], ids=["empty", "short",
-                                                                           "zeros"])
+@pytest.mark.parametrize("content", [b"", b"MATLAB", b"\0\0\0\0junk",
+                                     b"MATLAB 5.0 MAT-file" + b"\0" * 40],
+                         ids=["empty", "short", "zeros", "header-cut"])
 def test_tiny_or_zero_headed_files_are_clear_errors(tmp_path: Path, content: bytes) -> None:
     fake = tmp_path / "tiny.mat"
     fake.write_bytes(content)
