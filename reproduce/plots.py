@@ -6,10 +6,9 @@ Each figure is written as PNG and PDF (matplotlib, Agg backend) under ``<out>/pl
 - ``table<N>_<dataset>``: for each FastAP configuration, published / logs / converted-model
   Recall@K side by side (from ``fastap tables`` CSVs); missing values are left out and
   listed in the panel, never drawn as zero.
-- ``parity_summary``: max relative error per parity case and quantity, coloured by verdict,
-  with the tolerance marked where it is a plain relative one (``rel 1e-12``); entrywise or
-  ulp tolerances are not drawn, the verdict says whether they held (from a parity CSV:
-  case, quantity, max_abs_err, max_rel_err, tolerance, verdict, note).
+- ``parity_summary``: a case x quantity map of the max relative error, failing comparisons
+  marked (from a parity CSV: case, quantity, max_abs_err, max_rel_err, tolerance, verdict,
+  note); each comparison's own tolerance and verdict are in the CSV.
 An input not given means its figures are skipped, and the returned dict says so.
 """
 
@@ -133,52 +132,40 @@ def plot_table(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
 
 
 def plot_parity(parity: pd.DataFrame, stem: Path) -> list[Path]:
-    """Max relative error per case/quantity on a log scale, coloured by verdict."""
+    """A case x quantity map of the max relative error (log colour scale); failing cells are
+    marked with a red cross, exact agreement with 0, quantities a case lacks stay blank."""
     needed = {"case", "quantity", "max_rel_err", "verdict"}
     if not needed <= set(parity.columns):
         raise InputError(f"parity CSV lacks columns {sorted(needed - set(parity.columns))}")
-    labels = (parity["case"].astype(str) + " : " + parity["quantity"].astype(str)).tolist()
-    raw = parity["max_rel_err"].astype(float).to_numpy()
-    positive = raw[raw > 0]
-    floor = float(positive.min()) / 10.0 if positive.size else 1e-17
-    errors = np.where(raw > 0, raw, floor)
-    colors = ["tab:green" if v == "pass" else "tab:red" for v in parity["verdict"]]
-    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.22 * len(labels) + 1.0)))
-    y = np.arange(len(labels))
-    ax.barh(y, errors, color=colors)
-    for yi, value in zip(y, raw, strict=True):
-        if value == 0:
-            ax.text(floor, yi, " 0 (exact)", va="center", fontsize=7)
-    tolerances = [_relative_tolerance(t) for t in parity.get("tolerance", [""] * len(parity))]
-    marks = [(yi, t) for yi, t in zip(y, tolerances, strict=True) if t is not None and t > 0]
-    if marks:
-        ax.scatter([t for _, t in marks], [yi for yi, _ in marks], marker="|", s=120,
-                   color="black", label="relative tolerance", zorder=3)
-        ax.legend(fontsize=8, loc="lower right")
-    ax.set_yticks(y, labels, fontsize=7)
-    ax.set_xscale("log")
-    ax.invert_yaxis()
-    ax.set_xlabel("max relative error (log scale)")
+    cases = list(dict.fromkeys(parity["case"].astype(str)))
+    quantities = list(dict.fromkeys(parity["quantity"].astype(str)))
+    grid = np.full((len(cases), len(quantities)), np.nan)
+    failed = np.zeros(grid.shape, dtype=bool)
+    for _, row in parity.iterrows():
+        i, j = cases.index(str(row["case"])), quantities.index(str(row["quantity"]))
+        grid[i, j] = float(row["max_rel_err"])
+        failed[i, j] = str(row["verdict"]) != "pass"
+    positive = grid[np.isfinite(grid) & (grid > 0)]
+    low = float(positive.min()) if positive.size else 1e-17
+    logged = np.log10(np.where(np.isfinite(grid) & (grid > 0), grid, low))
+    logged[np.isnan(grid)] = np.nan
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.42 * len(quantities) + 3.0),
+                                    max(3.0, 0.32 * len(cases) + 2.0)))
+    image = ax.imshow(np.ma.masked_invalid(logged), cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="log10 max relative error")
+    for i, j in zip(*np.nonzero(np.isfinite(grid)), strict=True):
+        if failed[i, j]:
+            ax.text(j, i, "x", ha="center", va="center", color="red", fontsize=11,
+                    fontweight="bold")
+        elif grid[i, j] == 0:
+            ax.text(j, i, "0", ha="center", va="center", color="white", fontsize=7)
+    ax.set_xticks(range(len(quantities)), quantities, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(cases)), cases, fontsize=7)
     passed = int((parity["verdict"] == "pass").sum())
-    ax.set_title(f"Parity: {passed}/{len(parity)} pass (green pass, red fail)", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"Parity with the saved MATLAB values: {passed}/{len(parity)} comparisons "
+                 "pass (x = fail, 0 = identical, blank = not saved)", fontsize=9)
+    fig.tight_layout()
     return save_figure(fig, stem)
-
-
-_REL_TOLERANCE = re.compile(
-    r"^\s*(?:rel\s*[=:]?\s*(?P<a>[0-9.eE+-]+)|(?P<b>[0-9.eE+-]+)\s*rel)\s*$")
-
-
-def _relative_tolerance(text: Any) -> float | None:
-    """A plain relative tolerance (``rel 1e-12`` or ``1e-12 rel``); None for anything else
-    (``identical``, ``abs 2 ulp(4)``, entrywise bounds), which the figure does not mark."""
-    match = _REL_TOLERANCE.match(str(text))
-    if not match:
-        return None
-    try:
-        return float(match.group("a") or match.group("b"))
-    except ValueError:
-        return None
 
 
 def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,

@@ -46,12 +46,3 @@ def test_missing_inputs_are_skipped(tmp_path: Path) -> None:
     assert result["parity_summary"].startswith("skipped") and "no-parity.csv" in \
         result["parity_summary"]
     assert result["table1_products"].startswith("skipped")
-
-
-def test_only_plain_relative_tolerances_are_marked() -> None:
-    from reproduce.plots import _relative_tolerance
-
-    assert _relative_tolerance("rel 1e-12") == 1e-12
-    assert _relative_tolerance("1e-05 rel") == 1e-05
-    for text in ("identical", "abs 2 ulp(4)", "entrywise (2g(N)+4u)|h|, N=8, single", ""):
-        assert _relative_tolerance(text) is None
