@@ -387,15 +387,17 @@ def tables_command(logs: Sequence[str | os.PathLike[str]] | None = None,
                    out: str | os.PathLike[str] | None = "out",
                    arguments: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``table{1,2,3}_*.csv`` (+ ``.md``, ``.tex``) under ``<out>/tables/``."""
-    folder = command_dir(out, "tables", arguments or {
-        "logs": [str(p) for p in logs or []], "evaluations": str(evaluations or ""),
-        "published": str(published or PUBLISHED_CSV), "out": str(out)})
     published_frame = load_published(published)
     log_runs = load_logs(logs) if logs else None
     evaluation_frame = load_evaluations(evaluations)
+    frames = {table: build_table(table, published_frame, log_runs, evaluation_frame)
+              for table in TABLE_FILES}  # every input read before anything is written
+    folder = command_dir(out, "tables", arguments or {
+        "logs": [str(p) for p in logs or []], "evaluations": str(evaluations or ""),
+        "published": str(published or PUBLISHED_CSV), "out": str(out)})
     written: dict[str, Path] = {}
     for table, stem in TABLE_FILES.items():
-        frame = build_table(table, published_frame, log_runs, evaluation_frame)
+        frame = frames[table]
         title = f"Table {table}: {_DATASETS[table]} (Recall@K, %)"
         written[stem] = write_csv(folder / f"{stem}.csv", frame)
         write_text(folder / f"{stem}.md", render_markdown(frame, title))
