@@ -384,6 +384,22 @@ def _block_ints(layer: McnLayer, key: str, where: str) -> tuple[int, ...] | None
         raise MatConvNetError(f"{where}: layer {layer.name!r}: bad {key!r} ({exc})") from exc
 
 
+def _block_floats(layer: McnLayer, key: str, default: list[float], where: str) -> list[float]:
+    """A numeric block field as floats (``default`` when absent or empty); bad ones named."""
+    value = layer.block.get(key)
+    if value is None or np.size(value) == 0:
+        return list(default)
+    try:
+        return to_floats(value)
+    except (TypeError, ValueError) as exc:
+        raise MatConvNetError(f"{where}: layer {layer.name!r}: bad {key!r} ({exc})") from exc
+
+
+def _has_bias(layer: McnLayer, where: str) -> bool:
+    """The block's ``hasBias`` (DagNN's default: true)."""
+    return bool(_block_floats(layer, "hasBias", [1.0], where)[0])
+
+
 def _expand(values: tuple[int, ...], n: int) -> tuple[int, ...]:
     """MatConvNet's scalar-or-vector hyperparameters expanded to ``n`` entries."""
     return values * n if len(values) == 1 else values
@@ -407,7 +423,7 @@ def _check_conv(layer: McnLayer, conv: nn.Conv2d, where: str) -> None:
             raise MatConvNetError(
                 f"{where}: layer {layer.name!r}: {key} is [{' '.join(map(str, got))}], the "
                 f"torchvision layout needs [{' '.join(map(str, expected))}]")
-    has_bias = bool(to_floats(layer.block.get("hasBias", [1.0]))[0])
+    has_bias = _has_bias(layer, where)
     if has_bias != (conv.bias is not None):
         raise MatConvNetError(
             f"{where}: layer {layer.name!r}: hasBias is {has_bias}, the torchvision layout "
@@ -424,7 +440,10 @@ def _check_type(layer: McnLayer, expected: str, where: str) -> None:
 def _check_pool(layer: McnLayer, spec: PoolSpec, where: str) -> None:
     """The block of a ``dagnn.Pooling`` must match ``spec``."""
     _check_type(layer, "dagnn.Pooling", where)
-    method = to_str(layer.block.get("method", "max"))
+    try:
+        method = to_str(layer.block.get("method", "max"))
+    except ValueError as exc:
+        raise MatConvNetError(f"{where}: layer {layer.name!r}: bad 'method' ({exc})") from exc
     if method != spec.method:
         raise MatConvNetError(
             f"{where}: layer {layer.name!r}: pooling method {method!r}, expected {spec.method!r}")
@@ -489,7 +508,7 @@ def _check_param_count(layer: McnLayer, count: int, where: str) -> None:
 def _check_l2norm(layer: McnLayer, dim: int, where: str) -> None:
     """``L2norm`` must be an LRN that normalises all ``dim`` channels exactly."""
     _check_type(layer, "dagnn.LRN", where)
-    param = to_floats(layer.block.get("param", []))
+    param = _block_floats(layer, "param", [], where)
     if len(param) != 4:
         raise MatConvNetError(f"{where}: layer {layer.name!r}: LRN param {param} is not 4 values")
     n, kappa, alpha, beta = param
@@ -501,7 +520,7 @@ def _check_l2norm(layer: McnLayer, dim: int, where: str) -> None:
 
 def _check_relu(layer: McnLayer, where: str) -> None:
     """ResNet ReLUs have no leak."""
-    leak = to_floats(layer.block.get("leak", [0.0]))
+    leak = _block_floats(layer, "leak", [0.0], where)
     if leak and leak[0] != 0:
         raise MatConvNetError(f"{where}: layer {layer.name!r}: ReLU leak {leak[0]} is not 0")
 
@@ -517,6 +536,10 @@ def convert_fastap(net: McnNet, family: str | None = None, *,
     where = net.source or "network"
     family = family or detect_family(net)
     names = set(net.layer_names())
+    for layer in net.layers:
+        if len(layer.outputs) != 1:
+            raise MatConvNetError(f"{where}: layer {layer.name!r} ({layer.type}) must have "
+                                  f"exactly one output, got {layer.outputs}")
     for required in (HEAD_FC, HEAD_L2NORM):
         if required not in names:
             raise MatConvNetError(f"{where}: FastAP head layer {required!r} is missing")
@@ -526,7 +549,7 @@ def convert_fastap(net: McnNet, family: str | None = None, *,
     if size is None or len(size) != 4 or size[:2] != (1, 1):
         raise MatConvNetError(f"{where}: layer 'fc': size {size} is not [1 1 in D]")
     dim = size[3]
-    fc_bias = bool(to_floats(fc_layer.block.get("hasBias", [1.0]))[0])
+    fc_bias = _has_bias(fc_layer, where)
     trunk = build_trunk(family)
     layout = family_layout(family, trunk)
     base_var = _base_output_var(net, layout, where)

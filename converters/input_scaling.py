@@ -122,10 +122,13 @@ def _conv(net: McnNet, conv: McnLayer, x: torch.Tensor) -> torch.Tensor:
     stride = [int(v) for v in to_floats(conv.block.get("stride", [1.0]))]
     stride = stride * 2 if len(stride) == 1 else stride
     x = F.pad(x, (pad[2], pad[3], pad[0], pad[1]))  # MATLAB [top bottom left right]
+    # dagnn.Conv ignores its second param when hasBias is false; an empty one is "no bias"
+    flag = conv.block.get("hasBias")
+    has_bias = flag is None or np.size(flag) == 0 or bool(to_floats(flag)[0])
     bias = None
-    if len(conv.params) > 1:
-        bias = torch.from_numpy(np.asarray(net.params[conv.params[1]].value,
-                                           dtype=np.float64).ravel())
+    if has_bias and len(conv.params) > 1:
+        value = np.asarray(net.params[conv.params[1]].value, dtype=np.float64).ravel(order="F")
+        bias = torch.from_numpy(value) if value.size else None
     return F.conv2d(x, torch.from_numpy(np.ascontiguousarray(filter_to_torch(weight))),
                     bias, stride=tuple(stride))
 
@@ -147,7 +150,9 @@ def check_input_scaling(net: McnNet, images: Sequence[np.ndarray], *,
         norm = (net.meta or {}).get("normalization") or {}
         if isinstance(norm, dict) and "averageImage" in norm:
             average_image = np.asarray(norm["averageImage"], dtype=np.float64)
-    moments = np.asarray(net.params[bn.params[2]].value, dtype=np.float64).reshape(-1, 2)
+    # vl_nnbnorm reads the moments' memory as [mu(1..C) sigma(1..C)]: column-major C x 2
+    moments = np.asarray(net.params[bn.params[2]].value, dtype=np.float64).reshape(
+        -1, 2, order="F")
     mu, sigma = moments[:, 0], moments[:, 1]
     pixels = _resized(images, size)
     results: dict[str, dict[str, float]] = {}

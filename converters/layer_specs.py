@@ -238,15 +238,26 @@ class _LayerReader:
         return np.reshape(value, shape, order="F")
 
     def filter_size(self, filters_index: int = 0) -> tuple[int, int, int, int]:
-        """The block's ``size``, else the filter param's shape padded to 4 dims."""
-        size = self.layer.block.get("size")
-        if size is not None and np.size(size) == 4 and np.all(np.asarray(size) > 0):
-            return tuple(self.ints("size", (4,), [0, 0, 0, 0]))  # type: ignore[return-value]
+        """The filter param's shape padded to 4 dims, checked against the block's ``size``.
+
+        MatConvNet computes with the filter array as stored (``size`` only initialises it),
+        so a filter whose shape differs from ``size`` is an error, not something to reshape:
+        reshaping a 3x3x4x2 filter to a ``size`` of [3 3 2 4] would run a network MatConvNet
+        does not run.
+        """
         value = self.param(filters_index)
         assert value is not None
+        name = self.layer.params[filters_index]
         if value.ndim > 4:
-            raise self.fail(f"param {self.layer.params[filters_index]!r} has {value.ndim} dims")
-        return tuple(value.shape) + (1,) * (4 - value.ndim)  # type: ignore[return-value]
+            raise self.fail(f"param {name!r} has {value.ndim} dims")
+        shape = tuple(int(n) for n in value.shape) + (1,) * (4 - value.ndim)
+        size = self.layer.block.get("size")
+        if size is not None and np.size(size) == 4 and np.all(np.asarray(size) > 0):
+            declared = tuple(self.ints("size", (4,), [0, 0, 0, 0]))
+            if declared != shape:
+                raise self.fail(f"param {name!r} has shape {list(value.shape)} "
+                                f"({value.size} values); the layer's size is {list(declared)}")
+        return shape  # type: ignore[return-value]
 
     def has_bias(self) -> bool:
         """``hasBias`` (default true)."""

@@ -51,8 +51,22 @@ class ImageFiles(TorchDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocessing(self.paths[i])
+    def __getitem__(self, i: int) -> torch.Tensor | str:
+        """The preprocessed image, or the ``InputError`` message when it cannot be read (a
+        ``DataLoader`` worker would wrap the exception in its traceback; ``_embed`` raises it
+        again, clean, in the main process)."""
+        try:
+            return self.preprocessing(self.paths[i])
+        except InputError as exc:
+            return str(exc)
+
+
+def _collate(items: list[torch.Tensor | str]) -> torch.Tensor | list[str]:
+    """Stack a batch of images, or return the error messages when any image failed."""
+    errors = [x for x in items if isinstance(x, str)]
+    if errors:
+        return errors
+    return torch.stack(items)  # type: ignore[arg-type]
 
 
 def model_hash(model: nn.Module, card: dict[str, Any]) -> str:
@@ -97,10 +111,12 @@ def _embed(model: nn.Module, paths: Sequence[Path], preprocessing: Preprocessing
            batch_size: int, workers: int, bar: tqdm | None) -> np.ndarray:
     """Run the model on ``paths`` in batches; N x D float32."""
     loader = DataLoader(ImageFiles(paths, preprocessing), batch_size=batch_size,
-                        num_workers=workers, shuffle=False)
+                        num_workers=workers, shuffle=False, collate_fn=_collate)
     out = []
     with torch.no_grad():
         for batch in loader:
+            if isinstance(batch, list):
+                raise InputError(batch[0])
             feats = model(batch.float())
             out.append(feats.detach().cpu().numpy().astype(np.float32, copy=False))
             if bar is not None:

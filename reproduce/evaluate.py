@@ -35,10 +35,12 @@ _VID_PROTOCOL = re.compile(r"^vid-(small|medium|large)-(authors|reid)$")
 
 def _load(dataset: str, root: str | os.PathLike[str], protocols: list[str], strict: bool,
           verify: str) -> Dataset:
-    """Read the dataset; for VehicleID only the split sizes the named protocols need."""
+    """Read the dataset; for VehicleID only the split sizes the named protocols need (every
+    available size when a family such as ``authors`` is asked for)."""
     if dataset == "vid":
-        sizes = [m.group(1) for m in map(_VID_PROTOCOL.match, protocols) if m]
-        chosen = tuple(s for s in SIZES if s in sizes) if sizes else None
+        matches = [_VID_PROTOCOL.match(p) for p in protocols]
+        sizes = [m.group(1) for m in matches if m]
+        chosen = tuple(s for s in SIZES if s in sizes) if sizes and all(matches) else None
         return load_vehicleid(root, sizes=chosen, strict=strict, verify=verify)
     return load_dataset(dataset, root, strict=strict, verify=verify)
 

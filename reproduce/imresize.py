@@ -27,7 +27,10 @@ authors' ``batch_imagenet.m`` for the 224x224 network input), read from MatConvN
 kernel support 4 stretched by ``alpha`` when shrinking (so it *does* antialias, like
 ``imresize``), taps from ``ceil(u - support / 2)``, borders *replicated* (not mirrored),
 weights normalised, taps after the first zero weight ignored, rows (height) first, then
-columns, no rounding (float output).
+columns, no rounding (float output). With its default crop options ``vl_imreadjpeg`` first
+takes the largest centred region with the output's aspect ratio (``vl_imreadjpeg.cu``,
+``Batch::prefetch``): the whole image for the square 256x256 inputs of the authors, a centre
+crop otherwise.
 """
 
 from __future__ import annotations
@@ -136,12 +139,15 @@ def imresize(image: np.ndarray, output_size: tuple[int, int], antialias: bool = 
 
 
 @lru_cache(maxsize=64)
-def vl_imreadjpeg_filter(in_length: int, out_length: int) -> np.ndarray:
+def vl_imreadjpeg_filter(in_length: int, out_length: int, crop_length: int | None = None,
+                         crop_offset: int = 0) -> np.ndarray:
     """The out x in float32 weight matrix of MatConvNet's bicubic ``ImageResizeFilter``
-    (cached; read-only)."""
+    (cached; read-only): ``crop_length`` input pixels from ``crop_offset`` (default: all)
+    mapped onto ``out_length``; borders replicate the ends of the whole input."""
     f32 = np.float32
-    alpha = f32(in_length) / f32(out_length)
-    beta = f32(0.5) * (alpha - f32(1))
+    crop = in_length if crop_length is None else crop_length
+    alpha = f32(crop) / f32(out_length)
+    beta = f32(0.5) * (alpha - f32(1)) + f32(crop_offset)
     support = f32(4)
     size = 4
     if alpha > 1:
@@ -174,16 +180,35 @@ def vl_imreadjpeg_filter(in_length: int, out_length: int) -> np.ndarray:
     return M
 
 
+def vl_imreadjpeg_crop(in_size: tuple[int, int], output_size: tuple[int, int]
+                       ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((crop_h, crop_w), (offset_y, offset_x))`` that ``vl_imreadjpeg`` resizes for
+    ``'Resize', [h w]`` with its default ``CropSize`` 1, ``CropAnisotropy`` 1 and
+    ``CropLocation`` center: the largest centred region with the aspect ratio of the output
+    (the whole image when the aspect ratios agree)."""
+    in_h, in_w = in_size
+    out_h, out_w = output_size
+    scale = min(in_w / out_w, in_h / out_h)
+    crop_w = min(int(np.floor(out_w * scale + 0.5)), in_w)  # C round(): half away from zero
+    crop_h = min(int(np.floor(out_h * scale + 0.5)), in_h)
+    return (crop_h, crop_w), ((in_h - crop_h) // 2, (in_w - crop_w) // 2)
+
+
 def vl_imreadjpeg_resize(image: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
     """``vl_imreadjpeg(..., 'Resize', [h w], 'Interpolation', 'bicubic')`` on an H x W x C
-    image (any numeric type; returned as float32, not rounded)."""
+    image (any numeric type; returned as float32, not rounded). An image whose aspect ratio
+    differs from the output's is centre-cropped first, as ``vl_imreadjpeg`` does
+    (:func:`vl_imreadjpeg_crop`)."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3:
         raise InputError(f"vl_imreadjpeg resize: expected H x W x C, got shape {image.shape}")
     x = image.astype(np.float32)
-    rows = vl_imreadjpeg_filter(x.shape[0], int(output_size[0]))
+    out_h, out_w = int(output_size[0]), int(output_size[1])
+    (crop_h, crop_w), (off_y, off_x) = vl_imreadjpeg_crop((x.shape[0], x.shape[1]),
+                                                          (out_h, out_w))
+    rows = vl_imreadjpeg_filter(x.shape[0], out_h, crop_h, off_y)
     x = _apply_along(x, rows, 0)
-    cols = vl_imreadjpeg_filter(x.shape[1], int(output_size[1]))
+    cols = vl_imreadjpeg_filter(x.shape[1], out_w, crop_w, off_x)
     return _apply_along(x, cols, 1).astype(np.float32)

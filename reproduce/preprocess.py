@@ -9,11 +9,12 @@ is a reconstruction, recorded as such):
    aspect ratio not kept; :func:`reproduce.imresize.imresize`), then by default a JPEG
    re-encode at quality 75 (MATLAB ``imwrite``'s default; Pillow's libjpeg with its default
    4:2:0 chroma subsampling, which MATLAB's encoder may not share bit for bit);
-3. resize the whole image to 224x224 as ``vl_imreadjpeg(..., 'Resize', [224 224],
+3. resize the whole (square) image to 224x224 as ``vl_imreadjpeg(..., 'Resize', [224 224],
    'Interpolation', 'bicubic')`` does (:func:`reproduce.imresize.vl_imreadjpeg_resize`: the
-   same a = -0.5 cubic, single precision, antialiased when shrinking, replicated borders),
-   because that is the reader the authors' batch function used; ``resize="imresize"``
-   uses MATLAB ``imresize`` instead;
+   same a = -0.5 cubic, single precision, antialiased when shrinking, replicated borders; a
+   non-square image, possible only for In-Shop, is centre-cropped to a square first, as
+   ``vl_imreadjpeg`` does), because that is the reader the authors' batch function used;
+   ``resize="imresize"`` uses MATLAB ``imresize`` instead;
 4. subtract the model's ``averageImage`` (3-vector or 224x224x3 HxWxC, RGB) on the 0-255
    scale, no division by a standard deviation.
 
@@ -78,7 +79,9 @@ class Preprocessing:
                 "pre_resize_method": "MATLAB imresize bicubic antialias" if self.pre_resize
                 else None,
                 "jpeg_reencode_quality": self.jpeg_quality if self.pre_resize else None,
-                "resize": f"{self.resize} bicubic to {INPUT_SIZE}x{INPUT_SIZE} (whole image)",
+                "resize": f"{self.resize} bicubic to {INPUT_SIZE}x{INPUT_SIZE} "
+                          + ("(largest centred square: the whole image when square)"
+                             if self.resize == "vl_imreadjpeg" else "(whole image)"),
                 "average_image": avg_desc, "scale": "0-255", "std": None,
                 "channels": "RGB"}
 
@@ -96,7 +99,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             rgb = im.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot read image: {exc}") from exc
     return np.asarray(rgb, dtype=np.uint8)
 

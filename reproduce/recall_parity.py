@@ -60,16 +60,19 @@ def check_recall_fixture(path: Path) -> list[ParityRow]:
     case = path.stem
     if "case_name" in mat:
         case = fixture_text(mat["case_name"], "\n") or case
-    Ks = np.asarray(mat["Ks"]).ravel()
-    remove_diag = bool(np.asarray(mat["removeDiag"]).ravel()[0])
-    result = recall_at_k(mat["Xq"], mat["Yq"], mat["Xdb"], mat["Ydb"], Ks,
-                         remove_diag=remove_diag, progress=False)
+    try:
+        Ks = np.asarray(mat["Ks"]).ravel()
+        remove_diag = bool(np.asarray(mat["removeDiag"]).ravel()[0])
+        result = recall_at_k(mat["Xq"], mat["Yq"], mat["Xdb"], mat["Ydb"], Ks,
+                             remove_diag=remove_diag, progress=False)
+        expected_text = fixture_text(mat["printed"], "\n").strip()
+    except (InputError, IndexError) as exc:  # inconsistent fields: say which file
+        raise InputError(f"{path}: not a valid recall fixture: {exc}") from exc
     rows = [
         _row(case, "recallrate", result.recallrate, np.asarray(mat["recallrate"],
                                                                dtype=np.float64)),
         _row(case, "recall", result.recall, np.asarray(mat["recall"], dtype=np.float64).ravel()),
     ]
-    expected_text = fixture_text(mat["printed"], "\n").strip()
     ours_text = result.printed.strip()
     same = ours_text == expected_text
     note = "" if same else f"ours {ours_text!r} vs MATLAB {expected_text!r}"

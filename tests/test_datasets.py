@@ -190,6 +190,15 @@ def test_inshop_meta_classes_file_and_eval_folder(tmp_path: Path) -> None:
     assert ds.meta.tolist() == [2, 2, 1, 1, 1, 1, 2, 2, 2, 2, 0, 0]
 
 
+def test_inshop_official_layout_with_images_under_img_folder(tmp_path: Path) -> None:
+    write_inshop(tmp_path, eval_folder=True)
+    (tmp_path / "Img").mkdir()
+    shutil.move(tmp_path / "img", tmp_path / "Img" / "img")
+    ds = load_inshop(tmp_path, verify="decode")
+    assert ds.paths[0] == tmp_path / "Img" / "img" / "WOMEN" / "Dresses" / "id_00000001" / \
+        "00_1_front.jpg"
+
+
 def test_inshop_bad_name_and_missing_partition(tmp_path: Path) -> None:
     write_inshop(tmp_path)
     bbox = tmp_path / "Anno" / "list_bbox_inshop.txt"
@@ -307,3 +316,21 @@ def test_vehicleid_synthetic_images_checked(tmp_path: Path,
 def test_unknown_dataset() -> None:
     with pytest.raises(InputError, match="unknown dataset"):
         load_dataset("cub", ".")
+
+
+def test_vehicleid_empty_train_list_is_a_count_mismatch(tmp_path: Path) -> None:
+    # an empty train_list.txt used to crash with an IndexError (a traceback from the CLI)
+    write_vehicleid(tmp_path)
+    (tmp_path / "train_test_split" / "train_list.txt").write_text("")
+    ds = load_vehicleid(tmp_path, sizes=("small",), verify="none")
+    checks = {c.what: c.found for c in ds.count_checks}
+    assert checks["train vehicles"] == 0 and checks["train images"] == 0
+    with pytest.raises(InputError, match="train vehicles: found 0"):
+        load_vehicleid(tmp_path, sizes=("small",), strict=True, verify="none")
+
+
+def test_inshop_binary_meta_classes_file_named(tmp_path: Path) -> None:
+    write_inshop(tmp_path)
+    (tmp_path / "meta_classes.txt").write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(InputError, match=r"meta_classes.txt: not a text file"):
+        load_inshop(tmp_path)

@@ -122,6 +122,19 @@ def test_missing_and_corrupt_images_named(images: list[Path], tmp_path: Path) ->
         extract_embeddings(TinyNet(), CARD, [images[0], bad], _pre(), progress=False)
 
 
+def test_corrupt_image_in_worker_gives_clean_message(images: list[Path], tmp_path: Path) -> None:
+    # a DataLoader worker wraps exceptions in "Caught ... Original Traceback ..."; the CLI
+    # would print that whole traceback as the error message
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(InputError) as info:
+        extract_embeddings(TinyNet(), CARD, [images[0], bad, images[1]], _pre(), batch_size=2,
+                           workers=1, progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: cannot read image")
+    assert "Traceback" not in message and "\n" not in message
+
+
 def test_workers_give_the_same_features(images: list[Path]) -> None:
     a = extract_embeddings(TinyNet(), CARD, images, _pre(), batch_size=3, progress=False)
     b = extract_embeddings(TinyNet(), CARD, images, _pre(), batch_size=3, workers=1,

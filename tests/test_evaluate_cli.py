@@ -97,3 +97,19 @@ def test_cli_missing_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
                    "--root", str(tmp_path), "--out", str(tmp_path / "out")])
     assert status == 2
     assert "absent.pt" in capsys.readouterr().err
+
+
+def test_vid_family_with_a_named_protocol_keeps_every_size(tmp_path: Path) -> None:
+    # "authors,vid-medium-reid" used to load only the medium split, so the authors family
+    # silently lost vid-small-authors
+    from reproduce.evaluate import _load, select_protocols
+
+    root = write_vehicleid(tmp_path / "vid", vehicles=3, per_vehicle=2)
+    split = root / "train_test_split"
+    (split / "test_list_1600.txt").write_text((split / "test_list_800.txt").read_text())
+    ds = _load("vid", root, ["authors", "vid-medium-reid"], False, "none")
+    names = [p.name for p in select_protocols(ds, "authors,vid-medium-reid")]
+    assert sorted(names) == ["vid-medium-authors", "vid-medium-reid", "vid-small-authors"]
+    # names alone still load only the sizes they need
+    only = _load("vid", root, ["vid-medium-reid"], False, "none")
+    assert sorted(only.protocols) == ["vid-medium-authors", "vid-medium-reid"]

@@ -200,6 +200,29 @@ def test_head_that_is_not_an_l2_normalisation_is_refused(
         convert_fastap(net)
 
 
+@pytest.mark.parametrize(("layer", "edit", "message"), [
+    ("fc", {"hasBias": {"a": 1.0}}, r"layer 'fc': bad 'hasBias'"),
+    ("features_0", {"hasBias": []}, r"'features_0': hasBias is True"),
+    ("features_2", {"leak": {"a": 1.0}}, r"layer 'features_2': bad 'leak'"),
+    ("L2norm", {"param": {"a": 1.0}}, r"layer 'L2norm': bad 'param'"),
+    ("features_3", {"method": {"a": 1.0}}, r"layer 'features_3': bad 'method'"),
+    ("features_1", {"outputs": []}, r"layer 'features_1' .* exactly one output"),
+    ("L2norm", {"outputs": []}, r"layer 'L2norm' .* exactly one output"),
+])
+def test_malformed_blocks_are_named_not_tracebacks(tmp_path_factory: pytest.TempPathFactory,
+                                                   layer: str, edit: dict[str, object],
+                                                   message: str) -> None:
+    net = _edited(tmp_path_factory)
+    target = net.layer(layer)
+    for key, value in edit.items():
+        if key == "outputs":
+            target.outputs = list(value)  # type: ignore[call-overload]
+        else:
+            target.block[key] = value
+    with pytest.raises(MatConvNetError, match=message):
+        convert_fastap(net)
+
+
 def test_non_positive_sigma_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
     net = _edited(tmp_path_factory)
     net.params["features_1_moments"].value[4, 1] = 0.0
@@ -264,3 +287,26 @@ def test_input_scaling_recovers_the_planted_preprocessing(truth: str) -> None:
     wrong = "torchvision" if truth == "matlab" else "matlab"
     ratio = report["candidates"][wrong]["median_sigma_ratio"]
     assert ratio > 20 or ratio < 1 / 20  # 0-255 vs standardised input: a factor near 58
+
+
+def test_input_scaling_reads_moments_column_major_and_honours_has_bias() -> None:
+    # vl_nnbnorm reads moments as [mu(1..C) sigma(1..C)] whatever their shape (a 2C x 1 column
+    # is C x 2 column-major), and dagnn.Conv ignores a bias param when hasBias is false.
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 255, (4, 8, 8, 3))
+    images = torch.nn.functional.interpolate(
+        torch.from_numpy(base).permute(0, 3, 1, 2), size=(224, 224), mode="bilinear",
+        align_corners=False).permute(0, 2, 3, 1).numpy().round().clip(0, 255).astype(np.uint8)
+    net = _scaling_net(images, "matlab")
+    expected = check_input_scaling(net, list(images))
+    moments = net.params["features_1_moments"].value
+    net.params["features_1_moments"].value = moments.reshape(-1, 1, order="F")
+    net.layers[0].params.append("features_0_bias")
+    net.params["features_0_bias"] = McnParam("features_0_bias",
+                                             np.full((16, 1), 1e4, np.float32))
+    report = check_input_scaling(net, list(images))
+    assert report["best"] == "matlab"
+    assert report["candidates"] == expected["candidates"]
+    net.params["features_0_bias"].value = np.zeros((0, 0), np.float32)
+    net.layers[0].block["hasBias"] = np.array([[True]])
+    assert check_input_scaling(net, list(images))["candidates"] == expected["candidates"]

@@ -168,6 +168,32 @@ def test_vl_imreadjpeg_downsample_is_antialiased() -> None:
     np.testing.assert_allclose(out, 77, atol=1e-4)
 
 
+def test_vl_imreadjpeg_centre_crops_other_aspect_ratios() -> None:
+    # vl_imreadjpeg 'Resize' [h w] with its default crop options resizes the largest centred
+    # region with the output's aspect ratio: a 4 x 12 image to 4 x 4 takes columns 4..7
+    # (alpha = 1, integer offsets: the cubic weights are exactly 1 and 0)
+    rng = np.random.default_rng(5)
+    im = rng.integers(0, 256, size=(4, 12, 3), dtype=np.uint8)
+    out = vl_imreadjpeg_resize(im, (4, 4))
+    np.testing.assert_array_equal(out, im[:, 4:8].astype(np.float32))
+    # tall image: rows 2..5 of 8 x 4
+    tall = rng.integers(0, 256, size=(8, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(vl_imreadjpeg_resize(tall, (4, 4))[:, :, 0],
+                                  tall[2:6].astype(np.float32))
+
+
+def test_vl_imreadjpeg_crop_filter_weights_by_hand() -> None:
+    # 8 pixels, crop of 4 from offset 2, to 2: alpha = 2, beta = 0.5 * (2 - 1) + 2 = 2.5;
+    # v = 0: u = 2.5, support 8, taps ceil(2.5 - 4) = -1 .. 6 at (u - k) / 2; k = -1 is
+    # replicated onto pixel 0; pixels outside the crop but inside the image are used as they are
+    M = vl_imreadjpeg_filter(8, 2, 4, 2)
+    raw = [_keys((2.5 - k) / 2) for k in range(-1, 7)]
+    expected = np.zeros(8)
+    expected[0] = raw[0] + raw[1]
+    expected[1:7] = raw[2:]
+    np.testing.assert_allclose(M[0], expected / sum(raw), atol=1e-7)
+
+
 def test_bad_shapes_are_named() -> None:
     with pytest.raises(InputError, match="imresize"):
         imresize(np.zeros((2, 2, 2, 2)), (4, 4))

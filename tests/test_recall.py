@@ -171,3 +171,21 @@ def test_corrupt_recall_fixture_is_an_input_error_naming_the_file(tmp_path: Path
     bad.write_bytes(b"MATLAB 5.0 MAT-file" + b"\x00" * 40)
     with pytest.raises(InputError, match="broken.mat"):
         check_recall_fixture(bad)
+
+
+def test_inconsistent_recall_fixture_names_the_file(tmp_path: Path) -> None:
+    # all fields present but not consistent: the error must say which file, not just
+    # "labels do not match" / "expected text"
+    X = np.eye(3, dtype=np.float32)
+    fields = {"Xq": X, "Yq": np.array([[1], [2]]), "Xdb": X, "Ydb": np.array([[1], [2], [3]]),
+              "Ks": np.array([[1]]), "removeDiag": np.array([[1.0]]),
+              "recallrate": np.zeros((3, 1)), "recall": np.zeros((1, 1)),
+              "printed": "K:    1, Recall: 0.000"}
+    path = tmp_path / "inconsistent.mat"
+    scipy.io.savemat(path, fields)
+    with pytest.raises(InputError, match=r"inconsistent.mat: .*labels do not match"):
+        check_recall_fixture(path)
+    scipy.io.savemat(path, {**fields, "Yq": np.array([[1], [2], [3]]),
+                            "printed": np.array([[1.0, 2.0]])})
+    with pytest.raises(InputError, match=r"inconsistent.mat: .*expected text"):
+        check_recall_fixture(path)

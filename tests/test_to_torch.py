@@ -254,6 +254,18 @@ def test_param_of_the_wrong_size_names_param_and_layer() -> None:
         McnModule(net)
 
 
+def test_filter_of_another_shape_with_the_same_count_is_not_reshaped() -> None:
+    # MatConvNet runs the filter as stored (3x3x4x2 cannot read a 2-channel input); reshaping
+    # it column-major to the block's size [3 3 2 4] would run another network.
+    net = McnNet([_conv("conv1", "x", "y", (3, 3, 2, 4), (0,))],
+                 {"conv1_filter": McnParam("conv1_filter", np.ones((3, 3, 4, 2))),
+                  "conv1_bias": McnParam("conv1_bias", np.ones((4, 1)))}, [], source="bad.mat")
+    for build in (lambda: McnModule(net), lambda: run_reference(net, {"x": np.ones((4, 4, 2))})):
+        with pytest.raises(MatConvNetError, match=r"bad\.mat: layer 'conv1'.*'conv1_filter'.*"
+                                                  r"\[3, 3, 4, 2\]"):
+            build()
+
+
 def test_missing_input_and_graph_errors() -> None:
     rng = np.random.default_rng(6)
     net = embedding_net(rng)

@@ -223,7 +223,7 @@ def find_unreadable_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
         try:
             with Image.open(p) as im:
                 im.load()
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             bad.append((p, str(exc)))
     return bad
 

@@ -4,7 +4,8 @@ Layout: ``<root>/Anno/list_bbox_inshop.txt`` (two header lines, then ``image_nam
 clothes_type pose_type x_1 y_1 x_2 y_2``; its order is the image order), the partition
 ``list_eval_partition.txt`` (two header lines, ``image_name item_id evaluation_status``) in
 ``<root>`` as the MATLAB code expects or in ``<root>/Eval`` as the official release ships it,
-images at ``<root>/<image_name>`` (``img/GENDER/Category/id_XXXXXXXX/file.jpg``). ``root``
+images at ``<root>/<image_name>`` (``img/GENDER/Category/id_XXXXXXXX/file.jpg``), or at
+``<root>/Img/<image_name>`` where the official ``Img/img.zip`` was unpacked in place. ``root``
 may also be the folder holding ``InShopClothes/``.
 
 Labels: class = the number in ``id_XXXXXXXX``; meta-class = the 1-based position of
@@ -91,7 +92,11 @@ def load_inshop(root: str | Path, strict: bool = False, verify: str = "exists") 
         subset.append(status)
     meta_file = base / "meta_classes.txt"
     if meta_file.is_file():
-        meta_names = meta_file.read_text(encoding="utf-8").split()
+        try:
+            meta_names = meta_file.read_text(encoding="utf-8").split()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{meta_file}: not a text file (GENDER/Category names): "
+                             f"{exc}") from exc
         lookup = {m: i + 1 for i, m in enumerate(meta_names)}
     else:
         meta_names = sorted(set(pairs))
@@ -101,7 +106,10 @@ def load_inshop(root: str | Path, strict: bool = False, verify: str = "exists") 
     meta = np.array([lookup.get(p, 0) for p in pairs], dtype=np.int64)
     labels_arr = np.array(labels, dtype=np.int64)
     subset_arr = np.array(subset)
-    paths = PathList(base, names)
+    # the official release unzips Img/img.zip to <root>/Img/img/...; the names start with img/
+    image_base = base / "Img" if not (base / "img").is_dir() and (base / "Img" / "img").is_dir() \
+        else base
+    paths = PathList(image_base, names)
     idx = {s: np.nonzero(subset_arr == s)[0] for s in SETS}
     test_idx = np.concatenate([idx["query"], idx["gallery"]])
     checks = [CountCheck("images", PUBLISHED["images"], len(names)),

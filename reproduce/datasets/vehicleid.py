@@ -130,7 +130,8 @@ def load_vehicleid(root: str | Path, sizes: tuple[str, ...] | None = None,
     train_file = split_dir / "train_list.txt"
     if train_file.is_file():
         train_v = np.unique(np.array(read_table(train_file, 2, 0, (int, int),
-                                                "<image id> <vehicle id>"), dtype=np.int64)[:, 1])
+                                                "<image id> <vehicle id>"),
+                                     dtype=np.int64).reshape(-1, 2)[:, 1])
         in_train = np.isin(vid, train_v)
         subset[in_train] = "train"
         checks += [CountCheck("train vehicles", PUBLISHED_VEHICLES["train"], len(train_v)),
