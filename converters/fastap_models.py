@@ -518,6 +518,25 @@ def _check_l2norm(layer: McnLayer, dim: int, where: str) -> None:
             f"over {dim} channels (expected [{2 * dim} 0 1 0.5])")
 
 
+def _check_flattening(layer: McnLayer, where: str) -> None:
+    """pt-mcn's Permute + Flatten must amount to ``x.view(N, -1)`` on the 1x1 pooled map.
+
+    On a 1 x 1 x C x N map any permutation of the first three dims keeps the values in place,
+    but one that moves the batch dim (or a flatten onto another axis) does not.
+    """
+    if layer.type == "dagnn.Permute":
+        order = [int(v) for v in _block_floats(layer, "order", [], where)]
+        order += [d for d in (1, 2, 3, 4) if d not in order]
+        if sorted(order) != [1, 2, 3, 4] or order[3] != 4:
+            raise MatConvNetError(f"{where}: layer {layer.name!r}: permute order {order} "
+                                  "does not keep the batch dim 4 in place")
+    elif layer.type == "dagnn.Flatten":
+        axis = _block_floats(layer, "axis", [3.0], where)
+        if axis != [3.0]:
+            raise MatConvNetError(f"{where}: layer {layer.name!r}: flatten axis {axis}, "
+                                  "expected 3 (channels)")
+
+
 def _check_relu(layer: McnLayer, where: str) -> None:
     """ResNet ReLUs have no leak."""
     leak = _block_floats(layer, "leak", [0.0], where)
@@ -577,6 +596,7 @@ def convert_fastap(net: McnNet, family: str | None = None, *,
             _check_l2norm(layer, dim, where)
         elif layer.name in layout.extra:
             _check_type(layer, layout.extra[layer.name], where)
+            _check_flattening(layer, where)
         elif layer.type == "dagnn.ReLU":
             _check_relu(layer, where)
         elif layer.type in ("dagnn.Sum", LOSS_TYPE):

@@ -74,7 +74,7 @@ def load_input(path: str | os.PathLike[str], names: list[str]) -> dict[str, np.n
         raise FileNotFoundError(f"{path}: no such file")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, EOFError) as exc:  # numpy raises EOFError on an empty file
         raise MatConvNetError(f"{path}: not a .npy/.npz array file ({exc})") from exc
     if isinstance(loaded, np.ndarray):
         if len(names) != 1:

@@ -88,6 +88,16 @@ def test_verify_takes_a_given_input(tmp_path: Path) -> None:
     assert max(c.rel_l2 for c in comparisons64) < 1e-10
 
 
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'"])
+def test_verify_names_an_empty_or_cut_input_file(tmp_path: Path, content: bytes,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x.npy"
+    bad.write_bytes(content)
+    _expect_error(["verify", str(REAL / "dagnn_v5_struct_mnist_new_net.mat"), "--input",
+                   str(bad), "--out", str(tmp_path / "out")], capsys, "x.npy",
+                  "not a .npy/.npz array file")
+
+
 def test_verify_exits_1_beyond_tolerance(tmp_path_factory: pytest.TempPathFactory,
                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:

@@ -310,3 +310,17 @@ def test_input_scaling_reads_moments_column_major_and_honours_has_bias() -> None
     net.params["features_0_bias"].value = np.zeros((0, 0), np.float32)
     net.layers[0].block["hasBias"] = np.array([[True]])
     assert check_input_scaling(net, list(images))["candidates"] == expected["candidates"]
+
+
+@pytest.mark.parametrize(("layer", "key", "value", "message"), [
+    ("classifier_permute", "order", np.array([[1.0, 2.0, 4.0, 3.0]]), r"permute order"),
+    ("classifier_flatten", "axis", np.array([[1.0]]), r"flatten axis"),
+])
+def test_head_reshape_that_is_not_a_view_is_refused(tmp_path_factory: pytest.TempPathFactory,
+                                                    layer: str, key: str, value: np.ndarray,
+                                                    message: str) -> None:
+    # swapping channels and batch (or flattening onto H) is not x.view(N, -1)
+    net = _edited(tmp_path_factory)
+    net.layer(layer).block[key] = value
+    with pytest.raises(MatConvNetError, match=rf"'{layer}': {message}"):
+        convert_fastap(net)
