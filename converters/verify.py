@@ -101,10 +101,17 @@ def verify(file: str | os.PathLike[str], input: str | os.PathLike[str] | None = 
     if batch < 1:
         raise MatConvNetError(f"--batch must be positive, got {batch}")
     net = read_network(file)
-    torch_dtype = getattr(torch, dtype)
-    model, _card = convert_network(net, dtype=torch_dtype)
+    model, _card = convert_network(net, dtype=getattr(torch, dtype))
     inputs = (load_input(input, network_inputs(net)) if input is not None
               else make_inputs(net, batch, seed))
+    return verify_model(net, model, inputs, dtype)
+
+
+def verify_model(net: McnNet, model: torch.nn.Module, inputs: dict[str, np.ndarray],
+                 dtype: str = "float32") -> tuple[list[VarComparison], bool]:
+    """Compare an already converted ``model`` of ``net`` (run in ``dtype``) with the float64
+    reference on MATLAB-order ``inputs``; return (per var, all within tolerance)."""
+    torch_dtype = getattr(torch, dtype)
     reference = run_reference(net, inputs, dtype=np.float64)
     torch_inputs = {name: matlab_to_torch(torch.from_numpy(np.asarray(value, np.float64)))
                     .contiguous().to(torch_dtype) for name, value in inputs.items()}

@@ -82,14 +82,14 @@ def _convert_and_verify(checkpoint: Path, models_out: Path) -> tuple[Step, Path]
     from converters.convert import convert_network
     from converters.model_file import save_model
     from converters.network_reader import read_network
-    from converters.verify import comparison_table, verify
+    from converters.verify import comparison_table, make_inputs, verify_model
 
     step = Step(f"convert {checkpoint.name}", made_from=str(checkpoint))
     net = read_network(checkpoint)
     model, card = convert_network(net)
     target = models_out / f"{checkpoint.parent.name}__{checkpoint.stem}.pt"
     save_model(target, model, card)
-    comparisons, ok = verify(checkpoint, batch=1, dtype="float32")
+    comparisons, ok = verify_model(net, model, make_inputs(net, batch=1, seed=0), "float32")
     table = comparison_table(comparisons, "float32")
     write_csv(target.with_suffix(".verify.csv"), table)
     worst = min((c.cosine for c in comparisons), default=float("nan"))
@@ -133,11 +133,10 @@ def _dataset_root(data: Path, dataset: str) -> Path | None:
 
 def _evaluate(model_path: Path, data: Path | None, out: Path) -> Step:
     """Evaluate one converted model on the dataset named by its training options."""
-    from converters.model_file import load_model
     from reproduce.evaluate import evaluate
+    from reproduce.tables import model_card_options
 
-    _, card = load_model(model_path)
-    dataset = str((card.get("opts") or {}).get("dataset") or "")
+    dataset = str(model_card_options(model_path).get("dataset") or "")
     step = Step(f"evaluate {model_path.stem}", made_from=str(model_path))
     if dataset not in DATA_FOLDERS:
         step.gaps.append(f"the model card names no known dataset ({dataset!r}); evaluate it "

@@ -154,10 +154,13 @@ def _edge_jump_bound(X: Tensor, d_ours: Tensor, d_theirs: Tensor, I_pos: Tensor,
     return bound, int(torch.triu(near_any | near_any.T, 1).sum()), touched
 
 
-def check_fastap_fixture(path: Path) -> list[ParityRow]:
-    """Check one saved ``FastAP.m`` call: every saved quantity, then ``FastAPLoss``."""
+def check_fastap_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:
+    """Check one saved ``FastAP.m`` call: every saved quantity, then ``FastAPLoss``.
+
+    ``mat`` is the file's variables when the caller has already read them.
+    """
     path = Path(path)
-    mat = load_fixture(path)
+    mat = load_fixture(path) if mat is None else mat
     if not is_fastap_fixture(mat):
         missing = [f for f in FASTAP_REQUIRED if f not in mat]
         raise InputError(f"{path}: not a FastAP fixture, missing fields {missing}")
@@ -310,11 +313,11 @@ def check_fixture(path: Path) -> list[ParityRow]:
     path = Path(path)
     mat = load_fixture(path)
     if is_fastap_fixture(mat):
-        return check_fastap_fixture(path)
+        return check_fastap_fixture(path, mat)
     from reproduce import recall_parity  # lazy: only needed for recall fixtures
 
     if recall_parity.is_recall_fixture(mat):
-        return recall_parity.check_recall_fixture(path)
+        return recall_parity.check_recall_fixture(path, mat)
     fields = sorted(k for k in mat if not k.startswith("__"))
     raise InputError(f"{path}: neither a FastAP fixture (needs {list(FASTAP_REQUIRED)}) nor a "
                      f"recall fixture; fields found: {fields}")

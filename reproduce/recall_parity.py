@@ -46,14 +46,14 @@ def _row(case: str, quantity: str, ours: np.ndarray, theirs: np.ndarray,
                      note)
 
 
-def check_recall_fixture(path: Path) -> list[ParityRow]:
+def check_recall_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:
     """Recompute a saved ``evaluate_recall`` call and compare every output with MATLAB's.
 
     Returns one row each for ``recallrate`` (per query), ``recall`` and ``printed``.
     Raises ``InputError`` naming the file when it is not in the recall-fixture format.
     """
     path = Path(path)
-    mat = load_fixture(path)
+    mat = load_fixture(path) if mat is None else mat  # the caller may have read it already
     if not is_recall_fixture(mat):
         missing = [f for f in REQUIRED_FIELDS if f not in mat]
         raise InputError(f"{path}: not a recall fixture, missing fields {missing}")
