@@ -27,9 +27,9 @@ from pathlib import Path
 CHILD_CONVERT = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from converters.convert import convert_network
-from converters.model_file import save_model
-from converters.network_reader import read_network
+from converters.fastap.convert import convert_network
+from converters.fastap.model_file import save_model
+from converters.mcn.reader import read_network
 t1 = time.perf_counter()
 net = read_network(sys.argv[1])
 t2 = time.perf_counter()
@@ -45,8 +45,8 @@ print(json.dumps({"import_s": t1 - t0, "read_s": t2 - t1, "convert_s": t3 - t2,
 CHILD_STARTUP = """
 import json, resource, time
 t0 = time.perf_counter()
-import converters.convert
-from converters.fastap_models import build_trunk
+import converters.fastap.convert
+from converters.fastap.families import build_trunk
 build_trunk("imagenet-resnet-50-dag")
 print(json.dumps({"total_s": time.perf_counter() - t0,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -84,7 +84,7 @@ def main() -> int:
     parser.add_argument("--keep", help="folder to keep the checkpoints in (default: temporary)")
     args = parser.parse_args()
 
-    from converters.fastap_checkpoint import write_synthetic_checkpoint
+    from converters.fastap.synthetic import write_synthetic_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.keep or scratch)

@@ -26,7 +26,7 @@ from torch.nn.functional import normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reproduce.fastap_loss import FastAPLoss  # noqa: E402
+from reproduce.loss.fastap_loss import FastAPLoss  # noqa: E402
 
 SIZES = (128, 256, 512, 1024, 2048, 4096)
 PER_CLASS = 4  # samples per class in a batch

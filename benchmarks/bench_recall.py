@@ -5,7 +5,7 @@ Data: ``N`` random unit vectors (default 60,502 x 512, float32, seeded) with SOP
 its own child process, which regenerates the same data, times only the recall computation
 and reports its peak resident memory (``ru_maxrss``) and the memory held by the data alone.
 
-- ``ours``: :func:`reproduce.recall.recall_at_k` (chunked ``2 - 2 Xq Xdb'``, rank of the
+- ``ours``: :func:`reproduce.evaluation.recall.recall_at_k` (chunked ``2 - 2 Xq Xdb'``, rank of the
   first positive per query: every K at once; exact MATLAB ties);
 - ``faiss``: ``IndexFlatIP`` exact search with k = 1001 (self is removed from the results),
   then Recall@K from the neighbour labels (needs ``pip install faiss-cpu``; skipped if absent);
@@ -48,7 +48,7 @@ def peak_mb() -> float:
 
 def run_ours(X: np.ndarray, y: np.ndarray) -> list[float]:
     """Our evaluate_model.m Recall@K."""
-    from reproduce.recall import recall_at_k
+    from reproduce.evaluation.recall import recall_at_k
 
     return recall_at_k(X, y, X, y, KS, remove_diag=True, progress=False).recall.tolist()
 
@@ -101,7 +101,7 @@ def child(method: str, n: int, dim: int) -> None:
     part of ``peak_mb`` that is not the method's own working memory.
     """
     if method == "ours":
-        import reproduce.recall  # noqa: F401
+        import reproduce.evaluation.recall  # noqa: F401
     elif method == "faiss":
         import faiss  # noqa: F401
     X, y = make_data(n, dim)

@@ -13,16 +13,16 @@ import importlib
 from typing import Any
 
 from converters.errors import MatConvNetError
-from converters.mcn_net import McnLayer, McnNet, McnParam, McnVar
+from converters.mcn.net import McnLayer, McnNet, McnParam, McnVar
 
 _LAZY = {
-    "load_mat": "converters.matfile",
-    "save_mat": "converters.mat_writer",
-    "read_network": "converters.network_reader",
-    "run_reference": "converters.reference",
-    "convert_network": "converters.convert",
-    "save_model": "converters.model_file",
-    "load_model": "converters.model_file",
+    "load_mat": "converters.matio.read",
+    "save_mat": "converters.matio.write",
+    "read_network": "converters.mcn.reader",
+    "run_reference": "converters.mcn.reference",
+    "convert_network": "converters.fastap.convert",
+    "save_model": "converters.fastap.model_file",
+    "load_model": "converters.fastap.model_file",
 }
 
 __all__ = ["MatConvNetError", "McnLayer", "McnNet", "McnParam", "McnVar", *_LAZY]

@@ -2,7 +2,7 @@
 
 ``train_hard.m`` saves ``stats.train(e)`` and ``stats.val(e)``: structs with ``num``,
 ``time`` and, once the loss layer reported one, ``objective``. The caller loads the file
-(``converters.matfile.load_mat(path, variables=["stats"])``); this module only reads the
+(``converters.matio.read.load_mat(path, variables=["stats"])``); this module only reads the
 plain tree (dicts, lists, MATLAB-shaped arrays), so ``logs`` needs no MAT reader.
 
 The checkpoint's objective is the loss layer's running ``average`` over the epoch; the
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from logs.errors import LogFormatError
-from logs.tables import BASE_COLUMNS
+from logs.frames import BASE_COLUMNS
 
 
 def _scalar(value: Any, where: str) -> float:

@@ -1,5 +1,5 @@
 """``python -m reproduce`` runs the ``fastap`` command."""
 
-from reproduce.cli import main
+from reproduce.cli.main import main
 
 raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``fastap`` command: the dispatcher (``main``), one module per subcommand, the main job."""

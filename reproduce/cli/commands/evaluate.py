@@ -1,0 +1,59 @@
+"""``fastap evaluate --model OUT.pt --dataset products|inshop|vid --root DIR``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from reproduce.evaluation.datasets import LOADERS
+from reproduce.outputs import DEFAULT_OUT
+
+# reproduce.evaluation.preprocess.NAMES, without importing torch
+PREPROCESSING_NAMES = ("matlab", "torchvision")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``evaluate``."""
+    p = subparsers.add_parser(
+        "evaluate", help="Recall@K of a converted model on SOP, In-Shop or VehicleID, "
+                         "as evaluate_model.m computes it")
+    p.add_argument("--model", required=True, help="converted model file (.pt)")
+    p.add_argument("--dataset", required=True, choices=sorted(LOADERS))
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--protocol", default="authors",
+                   help="authors (evaluate_model.m, default), reid (VehicleID re-ID: one "
+                        "random gallery image per vehicle, 10 draws), all, or names such as "
+                        "vid-small-authors (comma-separated)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: out)")
+    p.add_argument("--preprocessing", default="matlab", choices=PREPROCESSING_NAMES)
+    p.add_argument("--resize", default="vl_imreadjpeg", choices=("vl_imreadjpeg", "imresize"),
+                   help="how the matlab preprocessing resizes to 224x224")
+    p.add_argument("--no-jpeg-reencode", action="store_true",
+                   help="skip the JPEG re-encode (quality 75) after the 256x256 pre-resize")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--cache-dir", default=None,
+                   help="embedding cache (default: <out>/cache/embeddings)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail when dataset counts differ from the published ones")
+    p.add_argument("--verify", default="exists", choices=("none", "exists", "decode"),
+                   help="check the images before extracting (decode: open every image)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the MATLAB-format Recall@K lines per protocol."""
+    from reproduce.evaluation.evaluate import evaluate
+    from reproduce.evaluation.preprocess import MATLAB_JPEG_QUALITY
+
+    summary = evaluate(args.model, args.dataset, args.root, protocol=args.protocol,
+                       out=args.out, preprocessing=args.preprocessing,
+                       batch_size=args.batch_size, workers=args.workers,
+                       cache_dir=args.cache_dir, strict=args.strict, verify=args.verify,
+                       jpeg_quality=None if args.no_jpeg_reencode else MATLAB_JPEG_QUALITY,
+                       resize=args.resize)
+    for name, res in summary["protocols"].items():
+        print(f"[{summary['dataset']['name']}] {name}: {res['description']}")
+        print(res["printed"])
+    print(f"results: {summary['folder']}")
+    return 0

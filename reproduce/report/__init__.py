@@ -1,0 +1,1 @@
+"""The published numbers beside ours: released models, paper tables, figures, log tables."""

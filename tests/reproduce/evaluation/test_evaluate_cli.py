@@ -1,0 +1,119 @@
+"""``fastap evaluate`` end to end through a small converted model file, and its bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from converters.fastap.families import build_model
+from converters.fastap.model_file import save_model
+from reproduce.cli.main import main
+from reproduce.evaluation.evaluate import evaluate
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ResNet-18 FastAP model (8-d) saved as a converted model file."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model("resnet18-pt-mcn", 8)
+    card = {"family": "resnet18-pt-mcn", "embedding_dim": 8, "source_sha256": "ab" * 32,
+            "input": {"average_image": np.array([0.485, 0.456, 0.406], dtype=np.float32)}}
+    return save_model(tmp_path_factory.mktemp("model") / "tiny.pt", model, card)
+
+
+def test_cli_products_end_to_end(model_file: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str],
+                                 build: SimpleNamespace) -> None:
+    # within a class every image is the same file content, classes differ: each query's
+    # nearest other image is a copy of itself, so Recall@1 is 1 (6 images: K >= 10 dropped)
+    root = build.products(tmp_path / "sop", classes=3, per_class=2, identical=True)
+    out = tmp_path / "out"
+    status = main(["evaluate", "--model", str(model_file), "--dataset", "products",
+                   "--root", str(root), "--out", str(out), "--batch-size", "5"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "K:    1, Recall: 1.000\nresults:" in printed
+    folder = out / "evaluate"
+    table = pd.read_csv(folder / "recall.csv")
+    assert table["K"].tolist() == [1]
+    assert table["recall"].tolist() == [1.0]
+    assert set(table["protocol"]) == {"products"}
+    summary = json.loads((folder / "recall.json").read_text())
+    prot = summary["protocols"]["products"]
+    assert prot["Ks_dropped"] == [10, 100, 1000]
+    assert prot["remove_diag"] is True and prot["family"] == "authors"
+    pre = summary["preprocessing"]
+    assert pre["name"] == "matlab" and pre["pre_resize"] == [256, 256]
+    assert pre["jpeg_reencode_quality"] == 75 and pre["std"] is None
+    assert summary["model"]["source_sha256"] == "ab" * 32
+    per_query = pd.read_csv(folder / "per_query_products.csv")
+    assert len(per_query) == 6 and (per_query["rank_first_positive"] == 0).all()
+    assert (folder / "run_info.json").is_file()
+    # second run: the embeddings come from the cache
+    assert list((out / "cache" / "embeddings").glob("*/features.npy"))
+
+
+def test_vehicleid_both_protocols_labelled(model_file: Path, tmp_path: Path,
+                                           build: SimpleNamespace) -> None:
+    root = build.vehicleid(tmp_path / "vid", vehicles=3, per_vehicle=3, identical=True)
+    summary = evaluate(model_file, "vid", root, protocol="all", out=tmp_path / "out",
+                       preprocessing="torchvision", progress=False)
+    names = sorted(summary["protocols"])
+    assert names == ["vid-small-authors", "vid-small-reid"]
+    authors = summary["protocols"]["vid-small-authors"]
+    reid = summary["protocols"]["vid-small-reid"]
+    assert authors["family"] == "authors" and authors["remove_diag"] is True
+    assert reid["family"] == "reid" and reid["draws"] == 10 and reid["remove_diag"] is False
+    assert reid["num_database"] == 3 and reid["num_query"] == 6
+    assert authors["recall"] == [1.0, 1.0] and authors["Ks"] == [1, 5]
+    assert reid["recall"] == [1.0] and reid["Ks_dropped"] == [5]  # 3 gallery images
+    assert summary["preprocessing"]["name"] == "torchvision"
+    table = pd.read_csv(tmp_path / "out" / "evaluate" / "recall.csv")
+    assert set(table["family"]) == {"authors", "reid"}
+
+
+@pytest.mark.parametrize("argv_tail,message", [
+    (["--dataset", "products", "--protocol", "reid"], "no 'reid' protocol"),
+    (["--dataset", "products", "--protocol", "nonsense"], "unknown protocol 'nonsense'"),
+    (["--dataset", "inshop"], "list_bbox_inshop.txt"),
+])
+def test_cli_bad_input_exits_2(model_file: Path, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str], argv_tail: list[str],
+                               message: str,
+                               build: SimpleNamespace) -> None:
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    status = main(["evaluate", "--model", str(model_file), "--root", str(root),
+                   "--out", str(tmp_path / "out"), *argv_tail])
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_model_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["evaluate", "--model", str(tmp_path / "absent.pt"), "--dataset", "vid",
+                   "--root", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert status == 2
+    assert "absent.pt" in capsys.readouterr().err
+
+
+def test_vid_family_with_a_named_protocol_keeps_every_size(tmp_path: Path,
+                                                           build: SimpleNamespace) -> None:
+    # "authors,vid-medium-reid" used to load only the medium split, so the authors family
+    # silently lost vid-small-authors
+    from reproduce.evaluation.evaluate import _load, select_protocols
+
+    root = build.vehicleid(tmp_path / "vid", vehicles=3, per_vehicle=2)
+    split = root / "train_test_split"
+    (split / "test_list_1600.txt").write_text((split / "test_list_800.txt").read_text())
+    ds = _load("vid", root, ["authors", "vid-medium-reid"], False, "none")
+    names = [p.name for p in select_protocols(ds, "authors,vid-medium-reid")]
+    assert sorted(names) == ["vid-medium-authors", "vid-medium-reid", "vid-small-authors"]
+    # names alone still load only the sizes they need
+    only = _load("vid", root, ["vid-medium-reid"], False, "none")
+    assert sorted(only.protocols) == ["vid-medium-authors", "vid-medium-reid"]
