@@ -1,10 +1,7 @@
-"""The exception type ``logs`` raises for files it cannot read as text diaries or stats."""
+"""The error ``logs`` raises for unreadable diaries or stats (from the one hierarchy)."""
 
 from __future__ import annotations
 
+from converters.errors import LogFormatError
 
-class LogFormatError(ValueError):
-    """A log or stats input that cannot be read at all; the message names the file at fault.
-
-    Lines the parser does not know are never errors: they are counted and reported.
-    """
+__all__ = ["LogFormatError"]

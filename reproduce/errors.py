@@ -1,7 +1,16 @@
-"""The exception type ``reproduce`` raises for bad user input (missing files, wrong layouts)."""
+"""The project's error hierarchy for ``reproduce`` code (defined in ``converters.errors``)."""
 
 from __future__ import annotations
 
+from converters.errors import (
+    CheckFailedError,
+    DatasetError,
+    FastAPReproError,
+    InputError,
+    InputFileError,
+    LogFormatError,
+    MatConvNetError,
+)
 
-class InputError(ValueError):
-    """Bad or missing input: the message names the file, folder or line at fault."""
+__all__ = ["CheckFailedError", "DatasetError", "FastAPReproError", "InputError", "InputFileError",
+           "LogFormatError", "MatConvNetError"]

@@ -14,12 +14,16 @@ import hashlib
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from converters.atomic_file import atomic_path
+from converters.errors import MatConvNetError
+from converters.fastap.card import FAMILY_GENERIC, ModelCard, ModelInput
 from converters.fastap.families import (
     ARCH,
     INPUT_SIZE,
@@ -30,15 +34,13 @@ from converters.fastap.families import (
     is_fastap_network,
 )
 from converters.fastap.input_scaling import check_input_scaling, read_images
-from converters.fastap.model_file import save_model
+from converters.fastap.model_file import SAFETENSORS_SUFFIX, save_model
 from converters.mcn.net import McnNet
 from converters.mcn.reader import read_network
 from converters.mcn.to_torch import McnModule
 
 log = logging.getLogger(__name__)
 
-CARD_FORMAT_VERSION = 1
-FAMILY_GENERIC = "generic"
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 
@@ -128,19 +130,17 @@ def _image_std(net: McnNet) -> list[float] | None:
     return None
 
 
-def _input_section(net: McnNet) -> dict[str, Any]:
+def _input_section(net: McnNet) -> ModelInput:
     """What ``model(x)`` expects, in words and numbers."""
     average = average_image(net)
-    return {
-        "var": "data", "layout": "NCHW", "channels": "RGB", "scale": "0-255",
-        "size": list(INPUT_SIZE), "dtype": "float32", "mean_subtracted": True,
-        "average_image": average,
-        "average_image_scale": None if average is None else
+    return ModelInput(
+        var="data", layout="NCHW", channels="RGB", scale="0-255", size=list(INPUT_SIZE),
+        dtype="float32", mean_subtracted=True, average_image=average,
+        average_image_scale=None if average is None else
         ("0-1" if float(np.max(np.abs(average))) <= 1.0 else "0-255"),
-        "image_std_stored": _image_std(net),
-        "note": "x = MATLAB's `data` (H x W x 3 x N, RGB, 0-255, averageImage subtracted) "
-                "permuted to N x 3 x H x W",
-    }
+        image_std_stored=_image_std(net),
+        note="x = MATLAB's `data` (H x W x 3 x N, RGB, 0-255, averageImage subtracted) "
+             "permuted to N x 3 x H x W")
 
 
 def _preprocessing() -> dict[str, Any]:
@@ -158,57 +158,38 @@ def _preprocessing() -> dict[str, Any]:
     }
 
 
-def fastap_card(net: McnNet, model: FastAPEmbedding) -> dict[str, Any]:
+def _source_fields(net: McnNet) -> dict[str, Any]:
+    """The card fields every converted network shares: its file, hash, format and epoch."""
+    epoch, epoch_from = checkpoint_epoch(net)
+    return {"source_file": net.source, "source_name": os.path.basename(net.source or ""),
+            "source_sha256": file_sha256(net.source), "source_format": net.format,
+            "epoch": epoch, "epoch_from": epoch_from}
+
+
+def fastap_card(net: McnNet, model: FastAPEmbedding) -> ModelCard:
     """The model card of a converted FastAP checkpoint."""
-    epoch, epoch_from = checkpoint_epoch(net)
-    return {
-        "format_version": CARD_FORMAT_VERSION,
-        "source_file": net.source,
-        "source_name": os.path.basename(net.source or ""),
-        "source_sha256": file_sha256(net.source),
-        "source_format": net.format,
-        "family": model.family,
-        "arch": ARCH[model.family],
-        "embedding_dim": model.embedding_dim,
-        "epoch": epoch,
-        "epoch_from": epoch_from,
-        "opts": loss_options(net),
-        "outputs": dict(model.var_names),
-        "input": _input_section(net),
-        "preprocessing": _preprocessing(),
-        "batchnorm": "folded exactly: weight = mult / sigma, running_mean = mu, "
-                     "running_var = 1, eps = 0 (inference only)",
-        "input_scaling": None,
-    }
+    return ModelCard(
+        family=model.family, arch=ARCH[model.family], embedding_dim=model.embedding_dim,
+        opts=loss_options(net), outputs=dict(model.var_names), input=_input_section(net),
+        preprocessing=_preprocessing(),
+        batchnorm="folded exactly: weight = mult / sigma, running_mean = mu, "
+                  "running_var = 1, eps = 0 (inference only)",
+        **_source_fields(net))
 
 
-def generic_card(net: McnNet, module: McnModule) -> dict[str, Any]:
+def generic_card(net: McnNet, module: McnModule) -> ModelCard:
     """The model card of a network converted by the generic graph module."""
-    epoch, epoch_from = checkpoint_epoch(net)
-    card = {
-        "format_version": CARD_FORMAT_VERSION,
-        "source_file": net.source,
-        "source_name": os.path.basename(net.source or ""),
-        "source_sha256": file_sha256(net.source),
-        "source_format": net.format,
-        "family": FAMILY_GENERIC,
-        "arch": None,
-        "embedding_dim": None,
-        "epoch": epoch,
-        "epoch_from": epoch_from,
-        "opts": None,
-        "outputs": {"inputs": list(module.input_names), "outputs": list(module.output_names)},
-        "input": {"layout": "NCHW", "average_image": average_image(net),
-                  "note": "inputs are the network's input vars permuted from MATLAB's "
-                          "H x W x C x N to N x C x H x W"},
-        "preprocessing": None,
-        "input_scaling": None,
-    }
-    return card
+    return ModelCard(
+        family=FAMILY_GENERIC,
+        outputs={"inputs": list(module.input_names), "outputs": list(module.output_names)},
+        input=ModelInput(average_image=average_image(net),
+                         note="inputs are the network's input vars permuted from MATLAB's "
+                              "H x W x C x N to N x C x H x W"),
+        **_source_fields(net))
 
 
 def convert_network(net: McnNet, *, dtype: torch.dtype = torch.float32
-                    ) -> tuple[nn.Module, dict[str, Any]]:
+                    ) -> tuple[nn.Module, ModelCard]:
     """``(module, card)`` for ``net``: FastAP checkpoints -> torchvision ResNet, else generic.
 
     Raises MatConvNetError naming the layer/param at fault when the network cannot be
@@ -224,31 +205,42 @@ def convert_network(net: McnNet, *, dtype: torch.dtype = torch.float32
     return module, generic_card(net, module)
 
 
+def model_files(output: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """The files ``fastap convert -o OUTPUT`` writes: ``.pt``, ``.safetensors`` and card ``.json``.
+
+    ``OUTPUT`` names either model file; the other two share its stem.
+    """
+    path = Path(output)
+    if path.suffix not in (".pt", SAFETENSORS_SUFFIX):
+        raise MatConvNetError(f"-o {output}: name a .pt or .safetensors model file")
+    return path.with_suffix(".pt"), path.with_suffix(SAFETENSORS_SUFFIX), path.with_suffix(".json")
+
+
 def convert_file(ckpt: str | os.PathLike[str], output: str | os.PathLike[str],
-            check_input: str | os.PathLike[str] | None = None, *,
-            max_images: int = 64) -> dict[str, Any]:
-    """Convert ``ckpt`` and write the weights plus model card to ``output``; return the card.
+                 check_input: str | os.PathLike[str] | None = None, *,
+                 max_images: int = 64) -> ModelCard:
+    """Convert ``ckpt`` and write the model files of :func:`model_files`; return the card.
 
     With ``check_input`` (a folder of images), the card's ``input_scaling`` records which
-    input scaling fits the checkpoint's first BatchNorm moments.
+    input scaling fits the checkpoint's first BatchNorm moments. Either every file is
+    written or, on any failure, none of them is left behind.
     """
+    files = model_files(output)
     net = read_network(ckpt)
     model, card = convert_network(net)
     if check_input is not None:
         images = read_images(check_input, limit=max_images)
-        card["input_scaling"] = check_input_scaling(
-            net, images, average_image=card.get("input", {}).get("average_image"))
-    save_model(output, model, card)
+        card.input_scaling = check_input_scaling(net, images,
+                                                 average_image=card.input.average_image)
+    written: list[Path] = []
+    try:
+        for path in files[:2]:
+            written.append(save_model(path, model, card))
+        with atomic_path(files[2]) as tmp:
+            tmp.write_text(card.to_json(), encoding="utf-8")
+        written.append(files[2])
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return card
-
-
-def card_summary(card: dict[str, Any]) -> dict[str, Any]:
-    """The card with the mean image reduced to its shape (for printing and card.json)."""
-    summary = dict(card)
-    inputs = dict(summary.get("input") or {})
-    average = inputs.get("average_image")
-    if average is not None and hasattr(average, "shape"):
-        inputs["average_image"] = (average.ravel().tolist() if average.size == 3
-                                   else f"stored in the model file, shape {list(average.shape)}")
-    summary["input"] = inputs
-    return summary

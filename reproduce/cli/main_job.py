@@ -95,7 +95,7 @@ def _convert_and_verify(checkpoint: Path, models_out: Path) -> tuple[Step, Path]
     worst = min((c.cosine for c in comparisons), default=float("nan"))
     worst_rel = max((c.rel_l2 for c in comparisons), default=float("nan"))
     step.status = "ok" if ok else "failed"
-    step.detail = (f"family {card.get('family')}, {len(comparisons)} variables against the "
+    step.detail = (f"family {card.family}, {len(comparisons)} variables against the "
                    f"reference: min cosine {worst:.7f}, max rel L2 {worst_rel:.2e}")
     step.outputs += [str(target), str(target.with_suffix(".verify.csv"))]
     return step, target

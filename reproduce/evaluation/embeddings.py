@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
+from converters.fastap.card import ModelCard
 from reproduce.errors import InputError
 from reproduce.evaluation.preprocess import Preprocessing
 from reproduce.outputs import atomic_path, write_json
@@ -69,10 +70,10 @@ def _collate(items: list[torch.Tensor | str]) -> torch.Tensor | list[str]:
     return torch.stack(items)  # type: ignore[arg-type]
 
 
-def model_hash(model: nn.Module, card: dict[str, Any]) -> str:
+def model_hash(model: nn.Module, card: ModelCard) -> str:
     """SHA-256 over the card's ``source_sha256`` and every state-dict tensor (name and bytes)."""
     h = hashlib.sha256()
-    h.update(str(card.get("source_sha256", "")).encode())
+    h.update(str(card.source_sha256 or "").encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         t = tensor.detach().cpu().contiguous()
@@ -124,7 +125,7 @@ def _embed(model: nn.Module, paths: Sequence[Path], preprocessing: Preprocessing
     return np.concatenate(out, axis=0)
 
 
-def extract_embeddings(model: nn.Module, card: dict[str, Any], paths: Sequence[Path],
+def extract_embeddings(model: nn.Module, card: ModelCard, paths: Sequence[Path],
                        preprocessing: Preprocessing, batch_size: int = 32, workers: int = 0,
                        cache_dir: str | os.PathLike[str] | None = None,
                        chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> np.ndarray:

@@ -122,7 +122,7 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str, root: str | os.Pa
     requested = [p.strip() for p in protocol.split(",") if p.strip()]
     ds = _load(dataset, root, requested, strict, verify)
     protocols = select_protocols(ds, protocol)
-    average = (card.get("input") or {}).get("average_image")
+    average = card.input.average_image
     if preprocessing == "matlab" and average is None:
         raise InputError(f"{model_path}: the model card has no input.average_image, which the "
                          "'matlab' preprocessing subtracts")
@@ -156,8 +156,8 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str, root: str | os.Pa
             log.info("[%s] %s", prot.name, line)
     write_csv(folder / "recall.csv", pd.DataFrame(rows))
     summary = {"model": {"path": os.fspath(model_path),
-                         "source_sha256": card.get("source_sha256"),
-                         "family": card.get("family"),
+                         "source_sha256": card.source_sha256,
+                         "family": card.family,
                          "embedding_dim": int(feats.shape[1])},
                "dataset": ds.report(), "preprocessing": pre.record(), "protocols": results}
     write_json(folder / "recall.json", summary)

@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from logs.frames import runs_table
-from reproduce.errors import InputError
+from reproduce.errors import InputError, MatConvNetError
 from reproduce.outputs import command_dir, write_csv, write_text
 from reproduce.paths import PUBLISHED_DIR
 from reproduce.report.log_tables import read_logs
@@ -179,22 +179,21 @@ _VID_SUBSET = re.compile(r"(small|medium|large)", re.IGNORECASE)
 
 
 def model_card_options(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The training options in a converted model's card (``card_json["opts"]``), or ``{}``.
+    """The training options in a converted model's card (``ModelCard.opts``), or ``{}``.
 
-    Reads the ``.pt`` memory-mapped so the weights are not loaded.
+    Reads only the card (:func:`converters.fastap.model_file.read_card`), not the weights.
     """
     path = Path(path)
-    if path.suffix != ".pt" or not path.is_file():
+    if path.suffix not in (".pt", ".safetensors") or not path.is_file():
         return {}
-    import torch  # only needed for converted models; keeps `fastap tables` light otherwise
+    # imported here: only converted models need torch, which keeps `fastap tables` light
+    from converters.fastap.model_file import read_card
 
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        card = json.loads(payload.get("card_json") or "{}")
-    except (OSError, RuntimeError, ValueError, AttributeError) as exc:
+        return dict(read_card(path).opts or {})
+    except (OSError, MatConvNetError) as exc:
         log.warning("%s: cannot read the model card (%s)", path, exc)
         return {}
-    return dict(card.get("opts") or {})
 
 
 def _evaluation_model(row: pd.Series, cards: dict[str, dict[str, Any]]) -> ReleasedModel | None:

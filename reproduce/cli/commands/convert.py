@@ -1,4 +1,7 @@
-"""``fastap convert CKPT -o OUT.pt [--check-input DIR]``: a checkpoint as a PyTorch model.
+"""``fastap convert CKPT -o OUT.pt [--check-input DIR] [--force]``: a checkpoint as PyTorch.
+
+Writes ``OUT.pt``, ``OUT.safetensors`` and the card ``OUT.json``; refuses to overwrite an
+input, or an existing output without ``--force``.
 
 The work is :func:`converters.fastap.convert.convert_file`.
 """
@@ -8,6 +11,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reproduce.cli.common import (
+    add_force_argument,
+    add_out_argument,
+    check_out_folder,
+    check_outputs,
+)
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``convert``."""
@@ -15,30 +25,35 @@ def add_parser(subparsers: Any) -> None:
         "convert", help="convert a MatConvNet .mat (FastAP checkpoint or any supported "
                         "network) to a PyTorch model file with a model card")
     parser.add_argument("ckpt", help="a MatConvNet .mat file, e.g. net-epoch-30.mat")
-    parser.add_argument("-o", "--output", required=True, help="the model file to write (.pt)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the model file to write (.pt or .safetensors); the other format "
+                             "and the card (.json) are written beside it")
     parser.add_argument("--check-input", metavar="IMG_DIR",
                         help="folder of images: estimate the training input scaling from the "
                              "first BatchNorm layer's moments and record it in the card")
     parser.add_argument("--max-images", type=int, default=64,
                         help="images read from IMG_DIR at most (default 64)")
-    parser.add_argument("--out", default="out", help="folder for card.json and run_info.json")
+    add_out_argument(parser, "<out>/convert/card.json and run_info.json")
+    add_force_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert, write the model file and ``<out>/convert/card.json``, print a summary."""
-    from converters.fastap.convert import card_summary, convert_file
+    """Convert, write the model files and ``<out>/convert/card.json``, print a summary."""
+    from converters.fastap.convert import convert_file, model_files
     from reproduce.outputs import command_dir, write_json
 
+    files = model_files(args.output)
+    inputs = [args.ckpt] + ([args.check_input] if args.check_input else [])
+    check_outputs(files, inputs, force=args.force)
+    check_out_folder(args.out)
     card = convert_file(args.ckpt, args.output, args.check_input, max_images=args.max_images)
-    summary = card_summary(card)
     folder = command_dir(args.out, "convert", args)
-    write_json(folder / "card.json", summary)
-    print(f"wrote {args.output}: {card['family']}"
-          + (f" ({card['arch']}, D={card['embedding_dim']}, epoch {card['epoch']})"
-             if card["arch"] else ""))
-    print(f"  source {card['source_name']} sha256 {card['source_sha256']}")
-    scaling = card.get("input_scaling")
+    write_json(folder / "card.json", card.summary())
+    print(f"wrote {files[0]}, {files[1].name} and {files[2].name}: {card.family}"
+          + (f" ({card.arch}, D={card.embedding_dim}, epoch {card.epoch})" if card.arch else ""))
+    print(f"  source {card.source_name} sha256 {card.source_sha256}")
+    scaling = card.input_scaling
     if scaling:
         scores = ", ".join(f"{name} {c['score']:.3f} (sigma ratio {c['median_sigma_ratio']:.3g})"
                            for name, c in scaling["candidates"].items())

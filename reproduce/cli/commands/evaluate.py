@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reproduce.cli.common import add_out_argument
 from reproduce.evaluation.datasets import LOADERS
-from reproduce.outputs import DEFAULT_OUT
 
 # reproduce.evaluation.preprocess.NAMES, without importing torch
 PREPROCESSING_NAMES = ("matlab", "torchvision")
@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
                    help="authors (evaluate_model.m, default), reid (VehicleID re-ID: one "
                         "random gallery image per vehicle, 10 draws), all, or names such as "
                         "vid-small-authors (comma-separated)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: out)")
+    add_out_argument(p, "<out>/evaluate/<model>/ (metrics, tables, embeddings cache)")
     p.add_argument("--preprocessing", default="matlab", choices=PREPROCESSING_NAMES)
     p.add_argument("--resize", default="vl_imreadjpeg", choices=("vl_imreadjpeg", "imresize"),
                    help="how the matlab preprocessing resizes to 224x224")

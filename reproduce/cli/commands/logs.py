@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reproduce.cli.common import add_out_argument
+from reproduce.outputs import DEFAULT_OUT
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``fastap logs``."""
@@ -17,8 +20,7 @@ def add_parser(subparsers: Any) -> None:
                     "shipped SIMULATED sample diaries.")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="diary files, net-epoch-N.mat files or folders")
-    parser.add_argument("--out", default="out/logs", metavar="DIR",
-                        help="folder that receives the files (default: out/logs)")
+    add_out_argument(parser, "the tables directly into DIR", default=DEFAULT_OUT / "logs")
     parser.set_defaults(func=run)
 
 

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from reproduce.outputs import DEFAULT_OUT
+from reproduce.cli.common import add_out_argument, format_table
 from reproduce.parity.row import ParityRow
 from reproduce.paths import DEFAULT_FIXTURE_DIRS
 
@@ -21,25 +21,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fixtures", nargs="+", type=Path, metavar="DIR", default=None,
                         help="fixture folders or .mat files (default: the project's "
                              "the shipped fastap_matlab and recall_matlab fixtures)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="output folder; writes <out>/parity/parity.csv (default: out)")
+    add_out_argument(parser, "<out>/parity/parity.csv")
     parser.set_defaults(func=run)
 
 
-def _fmt(value: float) -> str:
+def format_rows(rows: Sequence[ParityRow]) -> str:
+    """The rows as the aligned text table (case, quantity, errors, tolerance, verdict)."""
+    header = ("case", "quantity", "max abs", "max rel", "tolerance", "verdict")
+    return format_table(header, [(r.case, r.quantity, _sci(r.max_abs_err), _sci(r.max_rel_err),
+                                  r.tolerance, r.verdict if r.passed else r.verdict.upper())
+                                 for r in rows])
+
+
+def _sci(value: float) -> str:
     """An error in the table: scientific, ``nan`` or ``inf`` as such."""
     return f"{value:.2e}" if math.isfinite(value) else str(value)
-
-
-def format_table(rows: Sequence[ParityRow]) -> str:
-    """The rows as an aligned text table (case, quantity, errors, tolerance, verdict)."""
-    header = ("case", "quantity", "max abs", "max rel", "tolerance", "verdict")
-    body = [(r.case, r.quantity, _fmt(r.max_abs_err), _fmt(r.max_rel_err), r.tolerance,
-             r.verdict.upper() if not r.passed else r.verdict) for r in rows]
-    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in [header, *body]]
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     fixtures = list(args.fixtures) if args.fixtures else list(DEFAULT_FIXTURE_DIRS)
     rows, ok = run_parity(fixtures, args.out)
-    print(format_table(rows))
+    print(format_rows(rows))
     failed = [r for r in rows if not r.passed]
     for r in failed:
         if r.note:

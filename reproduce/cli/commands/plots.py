@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reproduce.cli.common import add_out_argument
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``fastap plots``."""
@@ -18,7 +20,7 @@ def add_parser(subparsers: Any) -> None:
                         help="fastap tables output folder (<out>/tables)")
     parser.add_argument("--parity", default=None, metavar="CSV",
                         help="parity CSV (<out>/parity/parity.csv)")
-    parser.add_argument("--out", default="out", metavar="DIR", help="output root (default out)")
+    add_out_argument(parser, "<out>/plots/*.png")
     parser.set_defaults(func=run)
 
 

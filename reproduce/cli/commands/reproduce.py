@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reproduce.cli.common import add_out_argument
 from reproduce.cli.main_job import reproduce
-from reproduce.outputs import DEFAULT_OUT
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
                         help="diary folders or files (default: the shipped SIMULATED samples)")
     parser.add_argument("--data", help="folder holding products/, inshop/, vid/ (or the "
                         "official folder names) for evaluating converted models")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output root (default: out)")
+    add_out_argument(parser, "<out>/{parity,models,evaluate,logs,tables,plots}/ and summary.md")
     parser.set_defaults(func=run)
 
 

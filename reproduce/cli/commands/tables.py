@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reproduce.cli.common import add_out_argument
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``fastap tables``."""
@@ -19,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
                         help="folder of evaluation CSVs (e.g. <out>/evaluate)")
     parser.add_argument("--published", default=None, metavar="CSV",
                         help="replace the shipped published_results.csv")
-    parser.add_argument("--out", default="out", metavar="DIR", help="output root (default out)")
+    add_out_argument(parser, "<out>/tables/table{1,2,3}_*.{csv,md,tex}")
     parser.set_defaults(func=run)
 
 

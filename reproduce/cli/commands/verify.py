@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from reproduce.cli.common import add_out_argument, format_table
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``verify``."""
@@ -24,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="precision of the converted model (reference: float64)")
     parser.add_argument("--seed", type=int, default=0, help="random input seed")
-    parser.add_argument("--out", default="out", help="folder for comparison.csv")
+    add_out_argument(parser, "<out>/verify/comparison.csv")
     parser.set_defaults(func=run)
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     folder = command_dir(args.out, "verify", args)
     write_csv(folder / "comparison.csv", table)
     tol = TOLERANCES[args.dtype]
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(format_table(list(table.columns), table.itertuples(index=False)))
     worst = table.sort_values("rel_l2", ascending=False).iloc[0] if len(table) else None
     print(f"{len(table)} vars compared ({args.dtype}; tolerance cosine >= {tol.min_cosine}, "
           f"rel L2 <= {tol.max_rel_l2})"

@@ -44,8 +44,8 @@ def test_convert_writes_model_and_card(tmp_path: Path,
     printed = capsys.readouterr().out
     assert "resnet18-pt-mcn" in printed and "input scaling" in printed
     model, card = load_model(out_pt)
-    assert card["family"] == FAMILY_RESNET18_PT and card["epoch"] == 3
-    scaling = card["input_scaling"]
+    assert card.family == FAMILY_RESNET18_PT and card.epoch == 3
+    scaling = card.input_scaling
     assert scaling["bn_layer"] == "features_1" and scaling["num_images"] == 3
     assert set(scaling["candidates"]) == {"matlab", "matlab_mean_x255", "torchvision"}
     assert scaling["best"] in scaling["candidates"]
@@ -189,7 +189,7 @@ def test_checkpoint_with_adam_state_reads_and_converts(tmp_path: Path) -> None:
     assert main(["convert", str(path), "-o", str(tmp_path / "m.pt"), "--out",
                  str(tmp_path)]) == 0
     _model, card = load_model(tmp_path / "m.pt")
-    assert card["embedding_dim"] == 64 and card["epoch"] == 2
+    assert card.embedding_dim == 64 and card.epoch == 2
 
 
 def test_copied_checkpoint_keeps_its_epoch_from_stats(tmp_path: Path,
@@ -200,4 +200,4 @@ def test_copied_checkpoint_keeps_its_epoch_from_stats(tmp_path: Path,
     assert main(["convert", str(renamed), "-o", str(tmp_path / "m.pt"), "--out",
                  str(tmp_path)]) == 0
     _model, card = load_model(tmp_path / "m.pt")
-    assert card["epoch"] == 3 and card["epoch_from"].startswith("stats.train")
+    assert card.epoch == 3 and card.epoch_from.startswith("stats.train")

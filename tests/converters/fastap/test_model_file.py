@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from converters.errors import MatConvNetError
+from converters.fastap.card import ModelCard
 from converters.fastap.convert import convert_network
 from converters.fastap.families import FAMILY_RESNET18_PT, FAMILY_RESNET50_CAFFE
 from converters.fastap.model_file import load_model, save_model
@@ -35,18 +36,18 @@ def test_fastap_model_round_trips_with_its_card(tmp_path: Path, build: SimpleNam
     assert torch.equal(expected, got)
     assert torch.allclose(got.norm(dim=1), torch.ones(2), atol=1e-6)
     assert not loaded.training
-    assert loaded_card["family"] == FAMILY_RESNET18_PT
-    assert loaded_card["arch"] == "resnet18"
-    assert loaded_card["embedding_dim"] == 512
-    assert loaded_card["epoch"] == 3
-    assert loaded_card["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert loaded_card["opts"]["dim"] == 512 and loaded_card["opts"]["solver"] == "adam"
-    assert loaded_card["opts"]["Ks"] == [1, 10, 100, 1000]
-    assert loaded_card["input"]["layout"] == "NCHW"
-    assert loaded_card["input"]["scale"] == "0-255"
-    assert loaded_card["preprocessing"]["matlab"]["divide_by_std"] is False
-    assert loaded_card["preprocessing"]["torchvision"]["std"] == [0.229, 0.224, 0.225]
-    average = loaded_card["input"]["average_image"]
+    assert loaded_card.family == FAMILY_RESNET18_PT
+    assert loaded_card.arch == "resnet18"
+    assert loaded_card.embedding_dim == 512
+    assert loaded_card.epoch == 3
+    assert loaded_card.source_sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert loaded_card.opts["dim"] == 512 and loaded_card.opts["solver"] == "adam"
+    assert loaded_card.opts["Ks"] == [1, 10, 100, 1000]
+    assert loaded_card.input.layout == "NCHW"
+    assert loaded_card.input.scale == "0-255"
+    assert loaded_card.preprocessing["matlab"]["divide_by_std"] is False
+    assert loaded_card.preprocessing["torchvision"]["std"] == [0.229, 0.224, 0.225]
+    average = loaded_card.input.average_image
     assert isinstance(average, np.ndarray) and average.dtype == np.float32
     assert average.shape == (3,)
     assert np.array_equal(average, np.array([0.485, 0.456, 0.406], np.float32))
@@ -62,11 +63,11 @@ def test_caffe_mean_image_is_stored_beside_the_weights(tmp_path: Path,
     net = build.net(FAMILY_RESNET50_CAFFE)
     model, card = convert_network(net)
     loaded, loaded_card = load_model(save_model(tmp_path / "caffe.pt", model, card))
-    average = loaded_card["input"]["average_image"]
+    average = loaded_card.input.average_image
     assert average.shape == (224, 224, 3) and average.dtype == np.float32
     assert np.array_equal(average, net.meta["normalization"]["averageImage"])
-    assert loaded_card["input"]["average_image_scale"] == "0-255"
-    assert loaded_card["outputs"]["base"] == "pool5"
+    assert loaded_card.input.average_image_scale == "0-255"
+    assert loaded_card.outputs["base"] == "pool5"
     assert loaded.base.layer3[0].conv1.stride == (2, 2)
     x = torch.zeros(1, 3, 224, 224)
     with torch.no_grad():
@@ -76,9 +77,9 @@ def test_caffe_mean_image_is_stored_beside_the_weights(tmp_path: Path,
 def test_generic_network_round_trips(tmp_path: Path) -> None:
     net = read_network(REAL / "dagnn_v5_struct_mnist_new_net.mat")
     module, card = convert_network(net)
-    assert card["family"] == "generic"
+    assert card.family == "generic"
     loaded, loaded_card = load_model(save_model(tmp_path / "lenet.pt", module, card))
-    assert loaded_card["source_name"] == "dagnn_v5_struct_mnist_new_net.mat"
+    assert loaded_card.source_name == "dagnn_v5_struct_mnist_new_net.mat"
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 1, 28, 28))
                          .astype(np.float32))
     with torch.no_grad():
@@ -100,5 +101,5 @@ def test_model_file_refuses_foreign_and_missing_files(tmp_path: Path) -> None:
 
 def test_unsavable_model_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="cannot save a Linear"):
-        save_model(tmp_path / "x.pt", torch.nn.Linear(2, 2), {"input": {}})
+        save_model(tmp_path / "x.pt", torch.nn.Linear(2, 2), ModelCard(family="generic"))
     assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from converters.fastap.card import ModelCard
 from reproduce.errors import InputError
 from reproduce.evaluation.embeddings import extract_embeddings, model_hash
 from reproduce.evaluation.preprocess import make_preprocessing
@@ -35,7 +36,7 @@ class TinyNet(nn.Module):
         return y / y.norm(dim=1, keepdim=True)
 
 
-CARD = {"source_sha256": "0" * 64}
+CARD = ModelCard(family="generic", source_sha256="0" * 64)
 
 
 @pytest.fixture
@@ -93,7 +94,8 @@ def test_cache_hit_miss_and_stale_inputs(images: list[Path], tmp_path: Path,
     extract_embeddings(net2, CARD, images, other, cache_dir=cache, progress=False)
     assert net2.seen == 7
     # another source checkpoint hash misses the cache
-    assert model_hash(net, {"source_sha256": "1" * 64}) != model_hash(net, CARD)
+    other_source = ModelCard(family="generic", source_sha256="1" * 64)
+    assert model_hash(net, other_source) != model_hash(net, CARD)
 
 
 def test_interrupted_run_resumes_from_chunks(images: list[Path], tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from converters.fastap.card import ModelCard, ModelInput
 from converters.fastap.families import build_model
 from converters.fastap.model_file import save_model
 from reproduce.cli.main import main
@@ -23,8 +24,9 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     model = build_model("resnet18-pt-mcn", 8)
-    card = {"family": "resnet18-pt-mcn", "embedding_dim": 8, "source_sha256": "ab" * 32,
-            "input": {"average_image": np.array([0.485, 0.456, 0.406], dtype=np.float32)}}
+    card = ModelCard(family="resnet18-pt-mcn", embedding_dim=8, source_sha256="ab" * 32,
+                     input=ModelInput(average_image=np.array([0.485, 0.456, 0.406],
+                                                             dtype=np.float32)))
     return save_model(tmp_path_factory.mktemp("model") / "tiny.pt", model, card)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import reproduce.cli.main as cli
+from converters.fastap.card import ModelCard
 from reproduce.report.paper_tables import tables_command
 from reproduce.report.released_models import RELEASED_MODELS, match_folder, match_options
 
@@ -109,13 +110,13 @@ def test_bad_published_file_exits_2(tmp_path: Path, monkeypatch, capsys) -> None
 
 def test_evaluate_command_csv_with_model_card(tmp_path: Path) -> None:
     """The ``fastap evaluate`` layout: K/recall rows, protocol and family, model = .pt path."""
-    import json
 
     import torch
 
     model = tmp_path / "simulated-10bins-batch256-adam1e-05mult10-WD0e+00__net-epoch-30.pt"
     opts = {"dataset": "vid", "arch": "resnet50", "batchSize": 256, "dim": 512}
-    torch.save({"format_version": 1, "card_json": json.dumps({"opts": opts})}, model)
+    card = ModelCard(family="resnet50-caffe", opts=opts)
+    torch.save({"format_version": 1, "card_json": card.to_json()}, model)
     folder = tmp_path / "evaluations" / model.stem / "evaluate"
     folder.mkdir(parents=True)
     pd.DataFrame([
