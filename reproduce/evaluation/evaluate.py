@@ -101,13 +101,16 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str, root: str | os.Pa
              preprocessing: str = "matlab", batch_size: int = 32, workers: int = 0,
              cache_dir: str | os.PathLike[str] | None = None, strict: bool = False,
              verify: str = "exists", jpeg_quality: int | None = MATLAB_JPEG_QUALITY,
-             resize: str = "vl_imreadjpeg", progress: bool = True) -> dict[str, Any]:
+             resize: str = "vl_imreadjpeg", progress: bool = True,
+             interpolation: str = "bicubic", greyscale_mean: str = "first") -> dict[str, Any]:
     """Evaluate a converted model; write results under ``<out>/evaluate/`` and return them.
 
     ``protocol``: ``authors`` (evaluate_model.m, default), ``reid`` (VehicleID only), ``all``,
     or protocol names separated by commas (``vid-small-authors``). ``cache_dir`` defaults to
     ``<out>/cache/embeddings``; ``jpeg_quality=None`` skips the JPEG re-encode after the
-    256x256 pre-resize. Returns ``{"protocols": {name: {...}}, "folder": Path, ...}``.
+    256x256 pre-resize; ``interpolation`` (``bicubic``/``bilinear``) and ``greyscale_mean``
+    (``first``/``per-channel``) are the ``matlab`` preprocessing's options.
+    Returns ``{"protocols": {name: {...}}, "folder": Path, ...}``.
     """
     from converters.fastap.model_file import load_model
 
@@ -116,7 +119,8 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str, root: str | os.Pa
                  "preprocessing": preprocessing, "batch_size": batch_size, "workers": workers,
                  "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
                  "strict": strict, "verify": verify, "jpeg_quality": jpeg_quality,
-                 "resize": resize}
+                 "resize": resize, "interpolation": interpolation,
+                 "greyscale_mean": greyscale_mean}
     out_root = Path(out if out is not None else DEFAULT_OUT)
     model, card = load_model(model_path)
     requested = [p.strip() for p in protocol.split(",") if p.strip()]
@@ -127,7 +131,8 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str, root: str | os.Pa
         raise InputError(f"{model_path}: the model card has no input.average_image, which the "
                          "'matlab' preprocessing subtracts")
     pre = make_preprocessing(preprocessing, average_image=average, pre_resize=ds.pre_resize,
-                             jpeg_quality=jpeg_quality, resize=resize)
+                             jpeg_quality=jpeg_quality, resize=resize,
+                             interpolation=interpolation, greyscale_mean=greyscale_mean)
     needed = np.unique(np.concatenate([p.image_indices() for p in protocols]))
     position = np.full(len(ds), -1, dtype=np.int64)
     position[needed] = np.arange(len(needed))

@@ -8,8 +8,11 @@ from typing import Any
 from reproduce.evaluation.datasets import LOADERS
 from reproduce.outputs import DEFAULT_OUT
 
-# reproduce.evaluation.preprocess.NAMES, without importing torch
+# reproduce.evaluation.preprocess.NAMES / INTERPOLATIONS / GREYSCALE_MEANS, without
+# importing torch
 PREPROCESSING_NAMES = ("matlab", "torchvision")
+INTERPOLATIONS = ("bicubic", "bilinear")
+GREYSCALE_MEANS = ("first", "per-channel")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,6 +31,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--preprocessing", default="matlab", choices=PREPROCESSING_NAMES)
     p.add_argument("--resize", default="vl_imreadjpeg", choices=("vl_imreadjpeg", "imresize"),
                    help="how the matlab preprocessing resizes to 224x224")
+    p.add_argument("--interpolation", default="bicubic", choices=INTERPOLATIONS,
+                   help="kernel of the matlab preprocessing's 224x224 resize: bicubic (what "
+                        "the authors' batch function passed, default) or bilinear "
+                        "(vl_imreadjpeg's own default)")
+    p.add_argument("--greyscale-mean", default="first", choices=GREYSCALE_MEANS,
+                   help="grey images under the matlab preprocessing: subtract the first mean "
+                        "value from all three channels as vl_imreadjpeg does (first, "
+                        "default) or each channel's own value (per-channel)")
     p.add_argument("--no-jpeg-reencode", action="store_true",
                    help="skip the JPEG re-encode (quality 75) after the 256x256 pre-resize")
     p.add_argument("--batch-size", type=int, default=32)
@@ -51,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, workers=args.workers,
                        cache_dir=args.cache_dir, strict=args.strict, verify=args.verify,
                        jpeg_quality=None if args.no_jpeg_reencode else MATLAB_JPEG_QUALITY,
-                       resize=args.resize)
+                       resize=args.resize, interpolation=args.interpolation,
+                       greyscale_mean=args.greyscale_mean)
     for name, res in summary["protocols"].items():
         print(f"[{summary['dataset']['name']}] {name}: {res['description']}")
         print(res["printed"])

@@ -79,6 +79,24 @@ def test_vehicleid_both_protocols_labelled(model_file: Path, tmp_path: Path,
     assert set(table["family"]) == {"authors", "reid"}
 
 
+def test_cli_interpolation_recorded_and_not_served_from_the_other_cache(
+        model_file: Path, tmp_path: Path, build: SimpleNamespace) -> None:
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    out = tmp_path / "out"
+    base = ["evaluate", "--model", str(model_file), "--dataset", "products", "--root",
+            str(root), "--out", str(out), "--no-jpeg-reencode"]
+    assert main(base) == 0
+    cubic = json.loads((out / "evaluate" / "recall.json").read_text())
+    assert main([*base, "--interpolation", "bilinear", "--greyscale-mean", "per-channel"]) == 0
+    linear = json.loads((out / "evaluate" / "recall.json").read_text())
+    assert cubic["preprocessing"]["interpolation"] == "bicubic"
+    assert linear["preprocessing"]["interpolation"] == "bilinear"
+    assert linear["preprocessing"]["greyscale_mean"] == "per-channel"
+    assert len(list((out / "cache" / "embeddings").glob("*/features.npy"))) == 2
+    info = json.loads((out / "evaluate" / "run_info.json").read_text())
+    assert "bilinear" in json.dumps(info)
+
+
 @pytest.mark.parametrize("argv_tail,message", [
     (["--dataset", "products", "--protocol", "reid"], "no 'reid' protocol"),
     (["--dataset", "products", "--protocol", "nonsense"], "unknown protocol 'nonsense'"),
