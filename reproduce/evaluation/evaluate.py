@@ -33,10 +33,17 @@ FAMILIES = ("authors", "reid", "all")
 _VID_PROTOCOL = re.compile(r"^vid-(small|medium|large)-(authors|reid)$")
 
 
-def _load(dataset: str, root: str | os.PathLike[str], protocols: list[str], strict: bool,
-          verify: str) -> Dataset:
+def _load(dataset: str, root: str | os.PathLike[str] | None, protocols: list[str],
+          strict: bool, verify: str, list_file: str | os.PathLike[str] | None = None) -> Dataset:
     """Read the dataset; for VehicleID only the split sizes the named protocols need (every
-    available size when a family such as ``authors`` is asked for)."""
+    available size when a family such as ``authors`` is asked for); ``list_file`` only for
+    the ``list`` dataset, whose ``root`` defaults to the list file's folder."""
+    if dataset == "list":
+        return load_dataset("list", root, strict=strict, verify=verify, list_file=list_file)
+    if list_file is not None:
+        raise InputError(f"--list {list_file} is for --dataset list, not {dataset}")
+    if root is None:
+        raise InputError(f"--root is required for --dataset {dataset}")
     if dataset == "vid":
         matches = [_VID_PROTOCOL.match(p) for p in protocols]
         sizes = [m.group(1) for m in matches if m]
@@ -96,25 +103,30 @@ def _score(protocol: Protocol, feats: np.ndarray, position: np.ndarray, labels: 
             "printed": format_recall_lines(Ks, mean), "ranks": ranks}
 
 
-def evaluate(model_path: str | os.PathLike[str], dataset: str, root: str | os.PathLike[str],
+def evaluate(model_path: str | os.PathLike[str], dataset: str,
+             root: str | os.PathLike[str] | None,
              protocol: str = "authors", out: str | os.PathLike[str] | None = DEFAULT_OUT,
              preprocessing: str = "matlab", batch_size: int = 32, workers: int = 0,
              cache_dir: str | os.PathLike[str] | None = None, strict: bool = False,
              verify: str = "exists", jpeg_quality: int | None = MATLAB_JPEG_QUALITY,
              resize: str = "vl_imreadjpeg", progress: bool = True,
-             interpolation: str = "bicubic", greyscale_mean: str = "first") -> dict[str, Any]:
+             interpolation: str = "bicubic", greyscale_mean: str = "first",
+             list_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Evaluate a converted model; write results under ``<out>/evaluate/`` and return them.
 
     ``protocol``: ``authors`` (evaluate_model.m, default), ``reid`` (VehicleID only), ``all``,
     or protocol names separated by commas (``vid-small-authors``). ``cache_dir`` defaults to
     ``<out>/cache/embeddings``; ``jpeg_quality=None`` skips the JPEG re-encode after the
     256x256 pre-resize; ``interpolation`` (``bicubic``/``bilinear``) and ``greyscale_mean``
-    (``first``/``per-channel``) are the ``matlab`` preprocessing's options.
+    (``first``/``per-channel``) are the ``matlab`` preprocessing's options. ``list_file``
+    is the image list of ``dataset="list"`` (``root`` then defaults to its folder).
     Returns ``{"protocols": {name: {...}}, "folder": Path, ...}``.
     """
     from converters.fastap.model_file import load_model
 
-    arguments = {"model_path": os.fspath(model_path), "dataset": dataset, "root": os.fspath(root),
+    arguments = {"model_path": os.fspath(model_path), "dataset": dataset,
+                 "root": os.fspath(root) if root is not None else None,
+                 "list_file": os.fspath(list_file) if list_file is not None else None,
                  "protocol": protocol, "out": os.fspath(out) if out is not None else None,
                  "preprocessing": preprocessing, "batch_size": batch_size, "workers": workers,
                  "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
@@ -124,7 +136,7 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str, root: str | os.Pa
     out_root = Path(out if out is not None else DEFAULT_OUT)
     model, card = load_model(model_path)
     requested = [p.strip() for p in protocol.split(",") if p.strip()]
-    ds = _load(dataset, root, requested, strict, verify)
+    ds = _load(dataset, root, requested, strict, verify, list_file)
     protocols = select_protocols(ds, protocol)
     average = (card.get("input") or {}).get("average_image")
     if preprocessing == "matlab" and average is None:

@@ -1,4 +1,5 @@
-"""``fastap evaluate --model OUT.pt --dataset products|inshop|vid --root DIR``."""
+"""``fastap evaluate --model OUT.pt --dataset products|inshop|vid|cub|cars --root DIR``, or
+``--dataset list --list FILE [--root DIR]`` for any dataset described by an image list."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ GREYSCALE_MEANS = ("first", "per-channel")
 def add_parser(subparsers: Any) -> None:
     """Register ``evaluate``."""
     p = subparsers.add_parser(
-        "evaluate", help="Recall@K of a converted model on SOP, In-Shop or VehicleID, "
-                         "as evaluate_model.m computes it")
+        "evaluate", help="Recall@K of a converted model on SOP, In-Shop, VehicleID, CUB, "
+                         "Cars196 or any image list, as evaluate_model.m computes it")
     p.add_argument("--model", required=True, help="converted model file (.pt)")
     p.add_argument("--dataset", required=True, choices=sorted(LOADERS))
-    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--root", default=None,
+                   help="dataset folder (required, except for --dataset list, where it "
+                        "defaults to the list file's folder)")
+    p.add_argument("--list", dest="list_file", default=None, metavar="FILE",
+                   help="image list for --dataset list: a header line naming the columns "
+                        "path, class and optionally superclass and split (train/test/query/"
+                        "gallery); .csv files are comma-separated, others whitespace")
     p.add_argument("--protocol", default="authors",
                    help="authors (evaluate_model.m, default), reid (VehicleID re-ID: one "
                         "random gallery image per vehicle, 10 draws), all, or names such as "
@@ -63,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                        cache_dir=args.cache_dir, strict=args.strict, verify=args.verify,
                        jpeg_quality=None if args.no_jpeg_reencode else MATLAB_JPEG_QUALITY,
                        resize=args.resize, interpolation=args.interpolation,
-                       greyscale_mean=args.greyscale_mean)
+                       greyscale_mean=args.greyscale_mean, list_file=args.list_file)
     for name, res in summary["protocols"].items():
         print(f"[{summary['dataset']['name']}] {name}: {res['description']}")
         print(res["printed"])

@@ -135,3 +135,69 @@ def test_vid_family_with_a_named_protocol_keeps_every_size(tmp_path: Path,
     # names alone still load only the sizes they need
     only = _load("vid", root, ["vid-medium-reid"], False, "none")
     assert sorted(only.protocols) == ["vid-medium-authors", "vid-medium-reid"]
+
+
+# ---------------------------------------------------------------------------- CUB, Cars, list
+
+
+@pytest.mark.parametrize("dataset", ["cub", "cars"])
+def test_cli_cub_and_cars_end_to_end(model_file: Path, tmp_path: Path, dataset: str,
+                                     capsys: pytest.CaptureFixture[str],
+                                     build: SimpleNamespace) -> None:
+    # identical images within a class, distinct colours across classes: Recall@1 = 1 on the
+    # 6 test images (3 test classes x 2); K = 8 and above dropped (5 other images)
+    root = getattr(build, dataset)(tmp_path / dataset, identical=True)
+    out = tmp_path / "out"
+    status = main(["evaluate", "--model", str(model_file), "--dataset", dataset,
+                   "--root", str(root), "--out", str(out), "--no-jpeg-reencode"])
+    assert status == 0
+    assert "K:    1, Recall: 1.000" in capsys.readouterr().out
+    summary = json.loads((out / "evaluate" / "recall.json").read_text())
+    prot = summary["protocols"][dataset]
+    assert prot["num_query"] == 6 and prot["remove_diag"] is True
+    assert prot["Ks"] == [1, 2, 4] and prot["recall"][0] == 1.0
+    assert summary["dataset"]["pre_resize"] == [256, 256]
+
+
+def test_cli_list_end_to_end(model_file: Path, tmp_path: Path,
+                             build: SimpleNamespace) -> None:
+    root = tmp_path / "data"
+    lines = ["path,class,split"]
+    for i in range(6):
+        build.jpeg(root / "img" / f"{i}.jpg", build.colour(i // 2))  # pairs of copies
+        lines.append(f"img/{i}.jpg,{i // 2},{'query' if i % 2 else 'gallery'}")
+    (root / "list.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    status = main(["evaluate", "--model", str(model_file), "--dataset", "list",
+                   "--list", str(root / "list.csv"), "--out", str(out), "--no-jpeg-reencode"])
+    assert status == 0
+    summary = json.loads((out / "evaluate" / "recall.json").read_text())
+    prot = summary["protocols"]["list-query-gallery"]
+    assert prot["num_query"] == 3 and prot["num_database"] == 3 and prot["recall"] == [1.0]
+    assert summary["dataset"]["name"] == "list"
+    info = json.loads((out / "evaluate" / "run_info.json").read_text())
+    assert str(root / "list.csv") in json.dumps(info)
+
+
+@pytest.mark.parametrize("argv_tail,message", [
+    (["--dataset", "list"], "needs an image list (--list FILE)"),
+    (["--dataset", "cub"], "--root is required for --dataset cub"),
+    (["--dataset", "products", "--root", ".", "--list", "x.csv"],
+     "--list x.csv is for --dataset list, not products"),
+    (["--dataset", "list", "--list", "LIST"], "list.csv:3: unknown split value 'quer'"),
+    (["--dataset", "list", "--list", "LIST_MISSING"], "1 of 2 images missing: line 3"),
+])
+def test_cli_user_dataset_bad_input_exits_2_and_writes_nothing(
+        model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        argv_tail: list[str], message: str, build: SimpleNamespace) -> None:
+    build.jpeg(tmp_path / "img" / "0.jpg", (10, 20, 30))
+    (tmp_path / "list.csv").write_text("path,class,split\nimg/0.jpg,1,query\nimg/0.jpg,1,quer\n")
+    (tmp_path / "missing.csv").write_text("path,class\nimg/0.jpg,1\nimg/9.jpg,1\n")
+    tail = [{"LIST": str(tmp_path / "list.csv"),
+             "LIST_MISSING": str(tmp_path / "missing.csv")}.get(a, a) for a in argv_tail]
+    out = tmp_path / "out"
+    status = main(["evaluate", "--model", str(model_file), "--out", str(out), *tail])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (out / "evaluate").exists()
