@@ -35,7 +35,9 @@ def add_parser(subparsers: Any) -> None:
                         "random gallery image per vehicle, 10 draws), all, or names such as "
                         "vid-small-authors (comma-separated)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: out)")
-    p.add_argument("--preprocessing", default="matlab", choices=PREPROCESSING_NAMES)
+    p.add_argument("--preprocessing", default=None, choices=PREPROCESSING_NAMES,
+                   help="input preprocessing (default: the one the model card records: its "
+                        "convert --check-input result, else its default, else matlab)")
     p.add_argument("--resize", default="vl_imreadjpeg", choices=("vl_imreadjpeg", "imresize"),
                    help="how the matlab preprocessing resizes to 224x224")
     p.add_argument("--interpolation", default="bicubic", choices=INTERPOLATIONS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -201,3 +202,87 @@ def test_cli_user_dataset_bad_input_exits_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (out / "evaluate").exists()
+
+
+# ---------------------------------------------------------------------------- the model card
+
+
+Loaded = tuple[object, dict[str, object]]
+
+
+@pytest.fixture(scope="module")
+def tiny(model_file: Path) -> Loaded:
+    """The module's model file loaded once: ``(model, card)``."""
+    from converters.fastap.model_file import load_model
+
+    return load_model(model_file)
+
+
+def _model_with_card(tiny: Loaded, tmp_path: Path, **card_fields: object) -> Path:
+    """The tiny model saved again with extra card fields (a new file name per call)."""
+    model, card = tiny
+    path = tmp_path / f"carded_{len(list(tmp_path.glob('carded_*.pt')))}.pt"
+    return save_model(path, model, {**card, **card_fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("best,name,average", [
+    ("torchvision", "torchvision", None),
+    ("matlab", "matlab", [0.485, 0.456, 0.406]),
+    ("matlab_mean_x255", "matlab", [123.675, 116.28, 103.53]),
+])
+def test_card_input_scaling_chooses_the_preprocessing(
+        tiny: Loaded, tmp_path: Path, best: str, name: str, average: list[float] | None,
+        build: SimpleNamespace) -> None:
+    # what `fastap convert --check-input` stores: input_scaling.best
+    path = _model_with_card(tiny, tmp_path, input_scaling={"best": best, "margin": 3.0})
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    summary = evaluate(path, "products", root, out=tmp_path / "out", jpeg_quality=None,
+                       progress=False)
+    pre = summary["preprocessing"]
+    assert pre["name"] == name
+    assert f"input_scaling.best = {best}" in pre["chosen_by"]
+    if average is not None:
+        np.testing.assert_allclose(pre["average_image"], average, atol=1e-4)
+    # the user's --preprocessing wins over the card
+    forced = evaluate(path, "products", root, out=tmp_path / "out2", jpeg_quality=None,
+                      preprocessing="matlab" if name == "torchvision" else "torchvision",
+                      progress=False)
+    assert forced["preprocessing"]["name"] != name
+    assert forced["preprocessing"]["chosen_by"] == "--preprocessing"
+
+
+def test_card_preprocessing_default_and_unknown_scaling(
+        tiny: Loaded, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        build: SimpleNamespace) -> None:
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    path = _model_with_card(tiny, tmp_path, preprocessing={"default": "torchvision"},
+                            input_scaling=None)
+    summary = evaluate(path, "products", root, out=tmp_path / "out", progress=False)
+    assert summary["preprocessing"]["name"] == "torchvision"
+    assert "preprocessing.default" in summary["preprocessing"]["chosen_by"]
+    odd = _model_with_card(tiny, tmp_path, input_scaling={"best": "caffe"})
+    status = main(["evaluate", "--model", str(odd), "--dataset", "products", "--root",
+                   str(root), "--out", str(tmp_path / "out3")])
+    assert status == 2
+    assert "input_scaling.best 'caffe'" in capsys.readouterr().err
+
+
+def test_card_trained_on_another_dataset_warns_once(
+        tiny: Loaded, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        build: SimpleNamespace) -> None:
+    path = _model_with_card(tiny, tmp_path, opts={"dataset": "inshop", "arch": "resnet18"})
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    with caplog.at_level(logging.WARNING, logger="reproduce.evaluation.evaluate"):
+        evaluate(path, "products", root, out=tmp_path / "out", jpeg_quality=None,
+                 progress=False)
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "reproduce.evaluation.evaluate" and r.levelno == logging.WARNING
+             and "trained on" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "trained on inshop" in lines[0] and "evaluating on products" in lines[0]
+    caplog.clear()
+    same = _model_with_card(tiny, tmp_path, opts={"dataset": "products"})
+    with caplog.at_level(logging.WARNING, logger="reproduce.evaluation.evaluate"):
+        evaluate(same, "products", root, out=tmp_path / "out2", jpeg_quality=None,
+                 progress=False)
+    assert "trained on" not in caplog.text
