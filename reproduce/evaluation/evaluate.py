@@ -207,7 +207,9 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
         for k, r in zip(scored["Ks"], scored["recall"], strict=True):
             rows.append({"dataset": ds.name, "protocol": prot.name, "family": prot.family,
                          "K": k, "recall": r, "draws": len(prot.splits),
-                         "preprocessing": pre.name, "model": os.fspath(model_path)})
+                         "preprocessing": pre.name,
+                         "interpolation": pre.record().get("interpolation"),
+                         "model": os.fspath(model_path)})
         if ranks is not None:
             q = prot.splits[0].query
             write_csv(folder / f"per_query_{prot.name}.csv", pd.DataFrame({

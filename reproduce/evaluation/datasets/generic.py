@@ -62,7 +62,8 @@ QUERY_GALLERY_KS = (1, 10, 20, 30, 40, 50)
 
 def _records(list_file: Path) -> list[tuple[int, list[str]]]:
     """``(line number, fields)`` of every non-blank line, header included."""
-    text = read_text(list_file, "image list: path,class[,superclass][,split]")
+    # a spreadsheet's CSV export may start with a byte-order mark
+    text = read_text(list_file, "image list: path,class[,superclass][,split]").lstrip("\ufeff")
     if list_file.suffix.lower() == ".csv":
         reader = csv.reader(io.StringIO(text))
         try:

@@ -174,6 +174,15 @@ def test_list_text_without_split_and_named_classes(tmp_path: Path,
     assert ds.protocols["list-test"].splits[0].query.tolist() == [0, 1, 2, 3]
 
 
+def test_list_csv_from_a_spreadsheet_with_byte_order_mark(tmp_path: Path,
+                                                          build: SimpleNamespace) -> None:
+    rel = _images(tmp_path, build, n=2)
+    (tmp_path / "l.csv").write_bytes(
+        f"\ufeffpath,class\r\n\"{rel[0]}\",1\r\n{rel[1]},1\r\n".encode())
+    ds = load_list(list_file=tmp_path / "l.csv")
+    assert ds.paths[0] == tmp_path / "img" / "0.jpg" and ds.labels.tolist() == [1, 1]
+
+
 @pytest.mark.parametrize("name,lines,message", [
     ("l.txt", ["file label", "img/0.jpg 1"], r"l.txt:1: the header names no path or class"),
     ("l.txt", ["path", "img/0.jpg"], r"l.txt:1: the header names no class column"),

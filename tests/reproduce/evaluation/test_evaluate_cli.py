@@ -94,6 +94,7 @@ def test_cli_interpolation_recorded_and_not_served_from_the_other_cache(
     assert linear["preprocessing"]["interpolation"] == "bilinear"
     assert linear["preprocessing"]["greyscale_mean"] == "per-channel"
     assert len(list((out / "cache" / "embeddings").glob("*/features.npy"))) == 2
+    assert set(pd.read_csv(out / "evaluate" / "recall.csv")["interpolation"]) == {"bilinear"}
     info = json.loads((out / "evaluate" / "run_info.json").read_text())
     assert "bilinear" in json.dumps(info)
 
