@@ -1,8 +1,8 @@
 """Shared builders of the test suite, handed to tests as the session fixture ``build``.
 
 ``build`` writes inputs in the real layouts into temporary folders: small JPEGs, datasets in
-the official SOP / In-Shop / VehicleID layouts, and synthetic FastAP checkpoints (full size,
-written once per session and family) with their ``McnNet``.
+the official SOP / In-Shop / VehicleID / CUB-200-2011 / Cars196 layouts, and synthetic FastAP
+checkpoints (full size, written once per session and family) with their ``McnNet``.
 """
 
 from __future__ import annotations
@@ -100,6 +100,59 @@ def write_vehicleid(root: Path, vehicles: int = 4, per_vehicle: int = 3,
     return root
 
 
+def write_cub(root: Path, counts: dict[int, int] | None = None, images: bool = True,
+              identical: bool = False) -> Path:
+    """CUB-200-2011 layout: images.txt, image_class_labels.txt and images/<class>/<file>.jpg,
+    with ``counts[class]`` images per class (default: classes 1, 2 (train) and 101, 102, 103
+    (test), two images each); ``images=False`` writes the two lists only."""
+    counts = counts or {1: 2, 2: 2, 101: 2, 102: 2, 103: 2}
+    names, labels = [], []
+    image_id = 1
+    for c, n in counts.items():
+        for k in range(n):
+            rel = f"{c:03d}.Bird_{c}/Bird_{c}_{k:04d}.jpg"
+            names.append(f"{image_id} {rel}")
+            labels.append(f"{image_id} {c}")
+            if images:
+                write_jpeg(root / "images" / rel, class_colour(c),
+                           seed=None if identical else image_id)
+            image_id += 1
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images.txt").write_text("\n".join(names) + "\n")
+    (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    return root
+
+
+def write_cars(root: Path, counts: dict[int, int] | None = None, images: bool = True,
+               identical: bool = False, version: str = "7") -> Path:
+    """Cars196 layout: cars_annos.mat (``annotations`` struct array with relative_im_path,
+    bbox, class, test) and car_ims/NNNNNN.jpg, ``counts[class]`` images per class (default:
+    classes 1, 2 (train) and 99, 100, 101 (test), two images each)."""
+    from converters.matio.write import save_mat
+
+    counts = counts or {1: 2, 2: 2, 99: 2, 100: 2, 101: 2}
+    annotations = []
+    image_id = 1
+    for c, n in counts.items():
+        for _ in range(n):
+            rel = f"car_ims/{image_id:06d}.jpg"
+            if images:
+                write_jpeg(root / rel, class_colour(c), seed=None if identical else image_id)
+            annotations.append({
+                "relative_im_path": rel,
+                "bbox_x1": np.array([[1.0]]), "bbox_y1": np.array([[2.0]]),
+                "bbox_x2": np.array([[20.0]]), "bbox_y2": np.array([[18.0]]),
+                "class": np.array([[c]], dtype=np.uint8 if c < 256 else np.uint16),
+                "test": np.array([[image_id % 2]], dtype=np.uint8)})
+            image_id += 1
+    root.mkdir(parents=True, exist_ok=True)
+    save_mat(root / "cars_annos.mat",
+             {"annotations": annotations,
+              "class_names": tuple(f"Car {c}" for c in range(1, max(counts) + 1))},
+             version=version)
+    return root
+
+
 def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory, family: str,
                          version: str = "7") -> Path:
     """The session's synthetic checkpoint of ``family`` (written on first use)."""
@@ -122,11 +175,11 @@ def synthetic_net(tmp_path_factory: pytest.TempPathFactory, family: str,
 
 @pytest.fixture(scope="session")
 def build(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """The builders: ``jpeg``, ``colour``, ``products``, ``inshop``, ``vehicleid``,
-    ``checkpoint(family, version)`` and ``net(family, version)``."""
+    """The builders: ``jpeg``, ``colour``, ``products``, ``inshop``, ``vehicleid``, ``cub``,
+    ``cars``, ``checkpoint(family, version)`` and ``net(family, version)``."""
     return SimpleNamespace(
         jpeg=write_jpeg, colour=class_colour, products=write_products, inshop=write_inshop,
-        vehicleid=write_vehicleid,
+        vehicleid=write_vehicleid, cub=write_cub, cars=write_cars,
         checkpoint=lambda family, version="7": synthetic_checkpoint(tmp_path_factory, family,
                                                                    version),
         net=lambda family, version="7": synthetic_net(tmp_path_factory, family, version),

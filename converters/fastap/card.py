@@ -112,19 +112,6 @@ class ModelCard:
         value = (self.opts or {}).get("dataset")
         return str(value) if value is not None else None
 
-    @property
-    def default_preprocessing(self) -> str | None:
-        """The preprocessing to use unless told otherwise: the checked one, else the default.
-
-        ``--check-input`` records which scaling fits the checkpoint (``input_scaling``'s
-        ``best``); without it the card's own default (``"matlab"``) applies.
-        """
-        named = self.preprocessing or {}
-        best = (self.input_scaling or {}).get("best")
-        if best in named and best != "default":
-            return str(best)
-        return named.get("default")
-
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-able data (``format_version`` is always the current one)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -172,13 +159,15 @@ class ModelCard:
 
     def meta(self) -> dict[str, Any]:
         """The card as torchvision's ``Weights.meta`` would carry it (flat, descriptive)."""
+        named = self.preprocessing or {}
         return {
             "source": self.source_name, "source_sha256": self.source_sha256,
             "family": self.family, "arch": self.arch, "embedding_dim": self.embedding_dim,
             "min_size": tuple(self.input.size) if self.input.size else None,
             "epoch": self.epoch, "matlab_opts": self.opts,
-            "transforms": (self.preprocessing or {}).get(self.default_preprocessing or "", None),
-            "preprocessing": self.default_preprocessing, "metrics": self.metrics,
+            "transforms": named.get(named.get("default") or "", None),
+            "preprocessing": named.get("default"), "input_scaling": self.input_scaling,
+            "metrics": self.metrics,
         }
 
 

@@ -1,13 +1,15 @@
 """Image resizing as MATLAB's ``imresize`` and as MatConvNet's ``vl_imreadjpeg`` do it.
 
-``imresize(im, [h w])`` (bicubic, antialiasing on: MATLAB's defaults), written from its
-documented algorithm:
+Two kernels (:data:`KERNELS`), the same in both libraries: ``"bicubic"``, the cubic
+convolution kernel with a = -0.5 (``1.5|x|^3 - 2.5|x|^2 + 1`` for |x| <= 1,
+``-0.5|x|^3 + 2.5|x|^2 - 4|x| + 2`` for 1 < |x| <= 2, else 0), width 4; and
+``"bilinear"``, the triangle ``max(0, 1 - |x|)``, width 2.
 
-- kernel: the cubic convolution kernel with a = -0.5
-  (``1.5|x|^3 - 2.5|x|^2 + 1`` for |x| <= 1, ``-0.5|x|^3 + 2.5|x|^2 - 4|x| + 2`` for
-  1 < |x| <= 2, else 0), width 4;
+``imresize(im, [h w])`` (bicubic, antialiasing on: MATLAB's defaults; ``method="bilinear"``
+for ``imresize(..., 'bilinear')``), written from its documented algorithm:
+
 - when shrinking (scale < 1) with antialiasing the kernel is stretched:
-  ``h(x) = scale * cubic(scale * x)`` with width ``4 / scale``;
+  ``h(x) = scale * kernel(scale * x)`` with width ``width / scale``;
 - output pixel x (1-based) maps to input coordinate ``u = x / scale + 0.5 * (1 - 1 / scale)``;
   the taps are ``floor(u - width / 2) + (0 .. ceil(width) + 1)``;
 - weights are normalised to sum to one per output pixel;
@@ -22,10 +24,13 @@ when it lies within ~1e-12 of a .5 boundary.
 
 ``vl_imreadjpeg_resize`` is the resize inside MatConvNet's ``vl_imreadjpeg`` (used by the
 authors' ``batch_imagenet.m`` for the 224x224 network input), read from MatConvNet's
-``imread_helpers.hpp`` (``ImageResizeFilter``): single precision, the same a = -0.5 cubic,
-``u = alpha * v + beta`` with ``alpha = in / out``, ``beta = 0.5 * (alpha - 1)`` (0-based),
-kernel support 4 stretched by ``alpha`` when shrinking (so it *does* antialias, like
-``imresize``), taps from ``ceil(u - support / 2)``, borders *replicated* (not mirrored),
+``imread_helpers.hpp`` (``ImageResizeFilter``): single precision, the kernel chosen by
+``'Interpolation'`` (``vl_imreadjpeg``'s own default is ``bilinear``; the authors' batch
+function passed ``bicubic``), ``u = alpha * v + beta`` with ``alpha = in / out``,
+``beta = 0.5 * (alpha - 1)`` (0-based), kernel support (4 for bicubic, 2 for bilinear)
+stretched by ``alpha`` when shrinking, with ``delta = (u - k) / alpha`` (so both kernels *do*
+antialias, like ``imresize``; the stretched kernel is not scaled, the normalisation makes
+that irrelevant), taps from ``ceil(u - support / 2)``, borders *replicated* (not mirrored),
 weights normalised, taps after the first zero weight ignored, rows (height) first, then
 columns, no rounding (float output). With its default crop options ``vl_imreadjpeg`` first
 takes the largest centred region with the output's aspect ratio (``vl_imreadjpeg.cu``,
@@ -35,6 +40,7 @@ crop otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -54,8 +60,29 @@ def cubic(x: np.ndarray) -> np.ndarray:
     return np.where(ax <= one, inner, np.where(ax <= two, outer, ax.dtype.type(0)))
 
 
+def triangle(x: np.ndarray) -> np.ndarray:
+    """The bilinear kernel ``max(0, 1 - |x|)``, evaluated in the dtype of ``x``."""
+    ax = np.abs(x)
+    return np.maximum(ax.dtype.type(0), ax.dtype.type(1) - ax)
+
+
+KERNELS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int]] = {
+    "bicubic": (cubic, 4),
+    "bilinear": (triangle, 2),
+}
+"""Interpolation name -> (kernel, width in pixels at scale 1): MATLAB's and MatConvNet's."""
+
+
+def _kernel(name: str) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """The kernel and width of interpolation ``name``, or an ``InputError`` listing them."""
+    if name not in KERNELS:
+        raise InputError(f"unknown interpolation {name!r}; choose one of {sorted(KERNELS)}")
+    return KERNELS[name]
+
+
 def imresize_contributions(in_length: int, out_length: int, scale: float | None = None,
-                           antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                           antialias: bool = True, method: str = "bicubic"
+                           ) -> tuple[np.ndarray, np.ndarray]:
     """Weights and 0-based input indices per output pixel, as MATLAB's ``contributions``.
 
     ``scale`` defaults to ``out_length / in_length``. Returns ``(weights, indices)`` of shape
@@ -63,9 +90,10 @@ def imresize_contributions(in_length: int, out_length: int, scale: float | None 
     """
     if in_length < 1 or out_length < 1:
         raise InputError(f"imresize: lengths must be positive, got {in_length} -> {out_length}")
+    kernel, kernel_width = _kernel(method)
     if scale is None:
         scale = out_length / in_length
-    width = 4.0
+    width = float(kernel_width)
     stretch = scale < 1 and antialias
     if stretch:
         width = width / scale
@@ -75,7 +103,7 @@ def imresize_contributions(in_length: int, out_length: int, scale: float | None 
     P = int(np.ceil(width)) + 2
     ind = left[:, None] + np.arange(P, dtype=np.float64)[None, :]
     dist = u[:, None] - ind
-    weights = scale * cubic(scale * dist) if stretch else cubic(dist)
+    weights = scale * kernel(scale * dist) if stretch else kernel(dist)
     weights = weights / weights.sum(axis=1, keepdims=True)
     aux = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])
     indices = aux[np.mod(ind.astype(np.int64) - 1, 2 * in_length)]
@@ -92,9 +120,9 @@ def _weight_matrix(weights: np.ndarray, indices: np.ndarray, in_length: int) -> 
 
 @lru_cache(maxsize=64)
 def _imresize_matrix(in_length: int, out_length: int, scale: float,
-                     antialias: bool) -> np.ndarray:
+                     antialias: bool, method: str) -> np.ndarray:
     """Cached dense imresize weight matrix (read-only)."""
-    w, idx = imresize_contributions(in_length, out_length, scale, antialias)
+    w, idx = imresize_contributions(in_length, out_length, scale, antialias, method)
     M = _weight_matrix(w, idx, in_length)
     M.flags.writeable = False
     return M
@@ -113,8 +141,9 @@ def _to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
 
 
-def imresize(image: np.ndarray, output_size: tuple[int, int], antialias: bool = True) -> np.ndarray:
-    """``imresize(image, [rows cols])`` with MATLAB's bicubic kernel (H x W or H x W x C).
+def imresize(image: np.ndarray, output_size: tuple[int, int], antialias: bool = True,
+             method: str = "bicubic") -> np.ndarray:
+    """``imresize(image, [rows cols], method)`` (H x W or H x W x C), bicubic by default.
 
     uint8 in, uint8 out (rounded after each pass, as MATLAB); float in, float64 out.
     """
@@ -131,7 +160,7 @@ def imresize(image: np.ndarray, output_size: tuple[int, int], antialias: bool = 
     for dim in order:
         in_len = out.shape[dim]
         out_len = (out_rows, out_cols)[dim]
-        M = _imresize_matrix(in_len, out_len, scales[dim], antialias)
+        M = _imresize_matrix(in_len, out_len, scales[dim], antialias, method)
         out = _apply_along(out.astype(np.float64), M, dim)
         if is_uint8:
             out = _to_uint8(out)
@@ -140,16 +169,18 @@ def imresize(image: np.ndarray, output_size: tuple[int, int], antialias: bool = 
 
 @lru_cache(maxsize=64)
 def vl_imreadjpeg_filter(in_length: int, out_length: int, crop_length: int | None = None,
-                         crop_offset: int = 0) -> np.ndarray:
-    """The out x in float32 weight matrix of MatConvNet's bicubic ``ImageResizeFilter``
-    (cached; read-only): ``crop_length`` input pixels from ``crop_offset`` (default: all)
-    mapped onto ``out_length``; borders replicate the ends of the whole input."""
+                         crop_offset: int = 0, interpolation: str = "bicubic") -> np.ndarray:
+    """The out x in float32 weight matrix of MatConvNet's ``ImageResizeFilter`` for
+    ``interpolation`` (``"bicubic"`` or ``"bilinear"``; cached; read-only): ``crop_length``
+    input pixels from ``crop_offset`` (default: all) mapped onto ``out_length``; borders
+    replicate the ends of the whole input."""
+    kernel, width = _kernel(interpolation)
     f32 = np.float32
     crop = in_length if crop_length is None else crop_length
     alpha = f32(crop) / f32(out_length)
     beta = f32(0.5) * (alpha - f32(1)) + f32(crop_offset)
-    support = f32(4)
-    size = 4
+    support = f32(width)
+    size = width
     if alpha > 1:
         support = support * alpha
         size = int(np.ceil(support))
@@ -161,7 +192,7 @@ def vl_imreadjpeg_filter(in_length: int, out_length: int, crop_length: int | Non
         delta = (u - k.astype(f32)).astype(f32)
         if alpha > 1:
             delta = (delta / alpha).astype(f32)
-        h = cubic(delta).astype(f32)
+        h = kernel(delta).astype(f32)
         slots = np.zeros(size, dtype=f32)
         q = np.arange(size)
         q = np.where(k < 0, q - k, q)
@@ -194,11 +225,12 @@ def vl_imreadjpeg_crop(in_size: tuple[int, int], output_size: tuple[int, int]
     return (crop_h, crop_w), ((in_h - crop_h) // 2, (in_w - crop_w) // 2)
 
 
-def vl_imreadjpeg_resize(image: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-    """``vl_imreadjpeg(..., 'Resize', [h w], 'Interpolation', 'bicubic')`` on an H x W x C
-    image (any numeric type; returned as float32, not rounded). An image whose aspect ratio
-    differs from the output's is centre-cropped first, as ``vl_imreadjpeg`` does
-    (:func:`vl_imreadjpeg_crop`)."""
+def vl_imreadjpeg_resize(image: np.ndarray, output_size: tuple[int, int],
+                         interpolation: str = "bicubic") -> np.ndarray:
+    """``vl_imreadjpeg(..., 'Resize', [h w], 'Interpolation', interpolation)`` on an H x W or
+    H x W x C image (any numeric type; returned H x W x C float32, not rounded; a greyscale
+    image keeps its one channel). An image whose aspect ratio differs from the output's is
+    centre-cropped first, as ``vl_imreadjpeg`` does (:func:`vl_imreadjpeg_crop`)."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
@@ -208,7 +240,7 @@ def vl_imreadjpeg_resize(image: np.ndarray, output_size: tuple[int, int]) -> np.
     out_h, out_w = int(output_size[0]), int(output_size[1])
     (crop_h, crop_w), (off_y, off_x) = vl_imreadjpeg_crop((x.shape[0], x.shape[1]),
                                                           (out_h, out_w))
-    rows = vl_imreadjpeg_filter(x.shape[0], out_h, crop_h, off_y)
+    rows = vl_imreadjpeg_filter(x.shape[0], out_h, crop_h, off_y, interpolation)
     x = _apply_along(x, rows, 0)
-    cols = vl_imreadjpeg_filter(x.shape[1], out_w, crop_w, off_x)
+    cols = vl_imreadjpeg_filter(x.shape[1], out_w, crop_w, off_x, interpolation)
     return _apply_along(x, cols, 1).astype(np.float32)

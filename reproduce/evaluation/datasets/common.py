@@ -165,18 +165,16 @@ def first_existing(candidates: Sequence[Path], what: str) -> Path:
     raise InputError(f"{what}: not found (looked for {tried})")
 
 
-def read_table(path: Path, columns: int, header_lines: int, types: Sequence[type],
-               what: str) -> list[list[object]]:
-    """Whitespace-separated rows of ``columns`` fields after ``header_lines`` lines.
+def read_numbered_table(path: Path, columns: int, header_lines: int, types: Sequence[type],
+                        what: str) -> list[tuple[int, list[object]]]:
+    """``(line number, row)`` for the whitespace-separated rows of ``columns`` fields after
+    ``header_lines`` lines (1-based line numbers, for messages that name the line).
 
     Converts each field with ``types``; a short row or a bad number raises an ``InputError``
     naming the file and line. Blank lines are skipped (MATLAB's ``textread`` skips them too).
     """
-    try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not a text file ({what}): {exc}") from exc
-    rows: list[list[object]] = []
+    text = read_text(path, what)
+    rows: list[tuple[int, list[object]]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if lineno <= header_lines or not line.strip():
             continue
@@ -185,10 +183,40 @@ def read_table(path: Path, columns: int, header_lines: int, types: Sequence[type
             raise InputError(f"{path}:{lineno}: expected {columns} fields ({what}), got "
                              f"{len(fields)}: {line.strip()!r}")
         try:
-            rows.append([t(f) for t, f in zip(types, fields[:columns], strict=True)])
+            rows.append((lineno, [t(f) for t, f in zip(types, fields[:columns], strict=True)]))
         except ValueError as exc:
             raise InputError(f"{path}:{lineno}: bad value ({what}): {line.strip()!r}") from exc
     return rows
+
+
+def read_table(path: Path, columns: int, header_lines: int, types: Sequence[type],
+               what: str) -> list[list[object]]:
+    """The rows of :func:`read_numbered_table` without their line numbers."""
+    return [row for _, row in read_numbered_table(path, columns, header_lines, types, what)]
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file's content; an ``InputError`` naming it when missing or binary."""
+    try:
+        return path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a text file ({what}): {exc}") from exc
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: missing ({what})") from exc
+
+
+def class_split(labels: np.ndarray, last_train_class: int) -> np.ndarray:
+    """``"train"`` for images whose class is at most ``last_train_class``, else ``"test"``
+    (the class-disjoint split of CUB-200-2011 and Cars196)."""
+    return np.where(labels <= last_train_class, "train", "test")
+
+
+def self_retrieval(name: str, description: str, members: np.ndarray,
+                   Ks: tuple[int, ...]) -> Protocol:
+    """The evaluate_model.m protocol on one set: ``members`` against themselves, each query's
+    own entry excluded (``removeDiag``), as for SOP."""
+    return Protocol(name=name, family="authors", description=description,
+                    splits=(Split(members, members),), remove_diag=True, Ks=Ks)
 
 
 def check_counts(checks: Iterable[CountCheck], dataset: str, strict: bool) -> list[CountCheck]:

@@ -34,6 +34,7 @@ from reproduce.evaluation.datasets.common import (
     check_counts,
     first_existing,
     number_of_classes,
+    read_numbered_table,
     read_table,
     validate_images,
 )
@@ -66,6 +67,19 @@ def _class_and_meta(name: str, path: Path, lineno: int) -> tuple[int, str]:
     return int(m.group(1)), f"{parts[1]}/{parts[2]}"
 
 
+def _partition(part_file: Path) -> dict[str, str]:
+    """``{image_name: evaluation_status}``; a status other than train/query/gallery is an
+    ``InputError`` naming the file, line and value."""
+    partition: dict[str, str] = {}
+    for lineno, (name, _item, status) in read_numbered_table(
+            part_file, 3, 2, (str, str, str), "image_name item_id evaluation_status"):
+        if status not in SETS:
+            raise InputError(f"{part_file}:{lineno}: unknown evaluation status {status!r} for "
+                             f"{name} (expected one of {', '.join(SETS)})")
+        partition[str(name)] = str(status)
+    return partition
+
+
 def load_inshop(root: str | Path, strict: bool = False, verify: str = "exists") -> Dataset:
     """Read In-Shop; ``verify`` checks the query and gallery images."""
     base = _root(Path(root))
@@ -77,8 +91,7 @@ def load_inshop(root: str | Path, strict: bool = False, verify: str = "exists") 
     part_file = first_existing([base / "list_eval_partition.txt",
                                 base / "Eval" / "list_eval_partition.txt"],
                                "In-Shop partition list_eval_partition.txt")
-    partition = {str(r[0]): str(r[2]) for r in read_table(
-        part_file, 3, 2, (str, str, str), "image_name item_id evaluation_status")}
+    partition = _partition(part_file)
     names = [str(r[0]) for r in rows]
     labels, pairs, subset = [], [], []
     for lineno, name in enumerate(names, start=3):
@@ -86,7 +99,7 @@ def load_inshop(root: str | Path, strict: bool = False, verify: str = "exists") 
         labels.append(cls)
         pairs.append(pair)
         status = partition.get(name)
-        if status not in SETS:
+        if status is None:
             raise InputError(f"{part_file}: no train/query/gallery entry for {name} "
                              f"(listed in {bbox_file}:{lineno})")
         subset.append(status)

@@ -148,6 +148,20 @@ def test_inshop_bad_name_and_missing_partition(tmp_path: Path, build: SimpleName
         load_inshop(tmp_path)
 
 
+def test_inshop_status_typo_named_with_line_and_value(tmp_path: Path,
+                                                     build: SimpleNamespace) -> None:
+    # a typo such as "quer" used to be reported as a missing entry for the image
+    build.inshop(tmp_path)
+    part = tmp_path / "list_eval_partition.txt"
+    lines = part.read_text().splitlines()
+    lines[4] = lines[4].replace(" query", " quer")  # line 5: the first query image
+    assert lines[4].endswith(" quer")
+    part.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"list_eval_partition.txt:5: unknown evaluation "
+                                         r"status 'quer' for img/MEN/Denim/id_00000002/"):
+        load_inshop(tmp_path)
+
+
 # ---------------------------------------------------------------------------- VehicleID
 
 
@@ -247,7 +261,7 @@ def test_vehicleid_synthetic_images_checked(tmp_path: Path,
 
 def test_unknown_dataset() -> None:
     with pytest.raises(InputError, match="unknown dataset"):
-        load_dataset("cub", ".")
+        load_dataset("cifar", ".")
 
 
 def test_vehicleid_empty_train_list_is_a_count_mismatch(tmp_path: Path,

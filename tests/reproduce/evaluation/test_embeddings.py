@@ -179,3 +179,100 @@ def test_torchvision_preprocessing(tmp_path: Path, build: SimpleNamespace) -> No
     # red channel: (1 - 0.485) / 0.229; JPEG chroma can move it by a few levels
     assert x[0, 112, 112] == pytest.approx((1 - 0.485) / 0.229, abs=0.1)
     assert make_preprocessing("torchvision").record()["name"] == "torchvision"
+
+
+# ---------------------------------------------------------------------------- interpolation
+# and greyscale images (vl_imreadjpeg's defaults and its 'Pack' of a grey image)
+
+IMAGENET_255 = np.array([123.68, 116.779, 103.939], dtype=np.float32)
+
+
+def _grey_png(path: Path, value: int, size: tuple[int, int] = (30, 30)) -> Path:
+    """A flat one-channel (mode L) PNG: lossless, so the expected values are exact."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, dtype=np.uint8)).save(path)
+    return path
+
+
+def test_grey_image_first_mean_as_vl_imreadjpeg(tmp_path: Path) -> None:
+    path = _grey_png(tmp_path / "grey.png", 100)
+    pre = make_preprocessing("matlab", average_image=IMAGENET_255, pre_resize=None)
+    x = pre(path).numpy()
+    assert x.shape == (3, 224, 224)
+    # vl_imreadjpeg packs the grey channel into all three and adds dv[0] = -average[0] to
+    # each: every channel is 100 - 123.68
+    for c in range(3):
+        np.testing.assert_allclose(x[c], 100 - 123.68, atol=1e-3)
+    per = make_preprocessing("matlab", average_image=IMAGENET_255, pre_resize=None,
+                             greyscale_mean="per-channel")
+    y = per(path).numpy()
+    for c, mean in enumerate((123.68, 116.779, 103.939)):
+        np.testing.assert_allclose(y[c], 100 - mean, atol=1e-3)
+    # channels 2 and 3 differ between the two by 123.68 - 116.779 and 123.68 - 103.939
+    assert float((y - x)[1].mean()) == pytest.approx(6.901, abs=1e-3)
+    assert float((y - x)[2].mean()) == pytest.approx(19.741, abs=1e-3)
+    assert pre.record()["greyscale_mean"] == "first"
+    assert per.record()["greyscale_mean"] == "per-channel"
+    assert pre.record() != per.record()
+
+
+def test_colour_image_and_mean_image_ignore_the_greyscale_option(tmp_path: Path,
+                                                                 build: SimpleNamespace) -> None:
+    rgb = tmp_path / "rgb.jpg"
+    build.jpeg(rgb, (100, 100, 100), size=(30, 30), seed=1)
+    kwargs = {"average_image": IMAGENET_255, "pre_resize": None}
+    a = make_preprocessing("matlab", **kwargs)(rgb).numpy()
+    b = make_preprocessing("matlab", greyscale_mean="per-channel", **kwargs)(rgb).numpy()
+    np.testing.assert_array_equal(a, b)
+    # a 224x224x3 mean image: vl_imreadjpeg replicates the grey channel, then subtracts the
+    # mean image per channel (both options)
+    grey = _grey_png(tmp_path / "g.png", 50)
+    full = np.zeros((224, 224, 3), dtype=np.float32)
+    full[:, :, 1] = 20
+    full[:, :, 2] = 40
+    for option in ("first", "per-channel"):
+        z = make_preprocessing("matlab", average_image=full, pre_resize=None,
+                               greyscale_mean=option)(grey).numpy()
+        for c, mean in enumerate((0, 20, 40)):
+            np.testing.assert_allclose(z[c], 50 - mean, atol=1e-3)
+
+
+def test_grey_jpeg_stays_one_channel_through_the_reencode(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from reproduce.evaluation.preprocess import jpeg_roundtrip, read_pixels
+
+    path = tmp_path / "grey.jpg"
+    Image.fromarray(np.full((40, 30), 90, dtype=np.uint8)).save(path, quality=95)
+    pixels = read_pixels(path)
+    assert pixels.shape == (40, 30)  # one grey channel, as libjpeg's JCS_GRAYSCALE
+    assert jpeg_roundtrip(pixels, 75).shape == (40, 30)
+    x = make_preprocessing("matlab", average_image=IMAGENET_255, pre_resize=(256, 256))(
+        path).numpy()
+    # flat 90 (JPEG may move it by a level): 90 - 123.68 in every channel
+    np.testing.assert_allclose(x, 90 - 123.68, atol=1.01)
+    assert np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])
+
+
+def test_interpolation_is_recorded_and_keys_the_cache(images: list[Path], tmp_path: Path) -> None:
+    avg = np.array([120.0, 110.0, 100.0])
+    cubic = make_preprocessing("matlab", average_image=avg, pre_resize=None)
+    linear = make_preprocessing("matlab", average_image=avg, pre_resize=None,
+                                interpolation="bilinear")
+    assert cubic.record()["interpolation"] == "bicubic"
+    assert linear.record()["interpolation"] == "bilinear"
+    assert "bilinear" in linear.record()["resize"]
+    # the two differ on real content (the 20 x 28 noisy images are upsampled to 224)
+    assert float(np.abs(cubic(images[0]).numpy() - linear(images[0]).numpy()).max()) > 1
+    cache = tmp_path / "cache"
+    net = TinyNet()
+    extract_embeddings(net, CARD, images, cubic, cache_dir=cache, progress=False)
+    extract_embeddings(net, CARD, images, linear, cache_dir=cache, progress=False)
+    assert net.seen == 14  # bilinear embeddings were not taken from the bicubic cache
+    assert len(list(cache.glob("*/features.npy"))) == 2
+    with pytest.raises(InputError, match="interpolation must be one of"):
+        make_preprocessing("matlab", average_image=avg, interpolation="nearest")
+    with pytest.raises(InputError, match="greyscale_mean must be one of"):
+        make_preprocessing("matlab", average_image=avg, greyscale_mean="mean")

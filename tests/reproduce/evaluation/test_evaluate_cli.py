@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -81,6 +83,25 @@ def test_vehicleid_both_protocols_labelled(model_file: Path, tmp_path: Path,
     assert set(table["family"]) == {"authors", "reid"}
 
 
+def test_cli_interpolation_recorded_and_not_served_from_the_other_cache(
+        model_file: Path, tmp_path: Path, build: SimpleNamespace) -> None:
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    out = tmp_path / "out"
+    base = ["evaluate", "--model", str(model_file), "--dataset", "products", "--root",
+            str(root), "--out", str(out), "--no-jpeg-reencode"]
+    assert main(base) == 0
+    cubic = json.loads((out / "evaluate" / "recall.json").read_text())
+    assert main([*base, "--interpolation", "bilinear", "--greyscale-mean", "per-channel"]) == 0
+    linear = json.loads((out / "evaluate" / "recall.json").read_text())
+    assert cubic["preprocessing"]["interpolation"] == "bicubic"
+    assert linear["preprocessing"]["interpolation"] == "bilinear"
+    assert linear["preprocessing"]["greyscale_mean"] == "per-channel"
+    assert len(list((out / "cache" / "embeddings").glob("*/features.npy"))) == 2
+    assert set(pd.read_csv(out / "evaluate" / "recall.csv")["interpolation"]) == {"bilinear"}
+    info = json.loads((out / "evaluate" / "run_info.json").read_text())
+    assert "bilinear" in json.dumps(info)
+
+
 @pytest.mark.parametrize("argv_tail,message", [
     (["--dataset", "products", "--protocol", "reid"], "no 'reid' protocol"),
     (["--dataset", "products", "--protocol", "nonsense"], "unknown protocol 'nonsense'"),
@@ -119,3 +140,153 @@ def test_vid_family_with_a_named_protocol_keeps_every_size(tmp_path: Path,
     # names alone still load only the sizes they need
     only = _load("vid", root, ["vid-medium-reid"], False, "none")
     assert sorted(only.protocols) == ["vid-medium-authors", "vid-medium-reid"]
+
+
+# ---------------------------------------------------------------------------- CUB, Cars, list
+
+
+@pytest.mark.parametrize("dataset", ["cub", "cars"])
+def test_cli_cub_and_cars_end_to_end(model_file: Path, tmp_path: Path, dataset: str,
+                                     capsys: pytest.CaptureFixture[str],
+                                     build: SimpleNamespace) -> None:
+    # identical images within a class, distinct colours across classes: Recall@1 = 1 on the
+    # 6 test images (3 test classes x 2); K = 8 and above dropped (5 other images)
+    root = getattr(build, dataset)(tmp_path / dataset, identical=True)
+    out = tmp_path / "out"
+    status = main(["evaluate", "--model", str(model_file), "--dataset", dataset,
+                   "--root", str(root), "--out", str(out), "--no-jpeg-reencode"])
+    assert status == 0
+    assert "K:    1, Recall: 1.000" in capsys.readouterr().out
+    summary = json.loads((out / "evaluate" / "recall.json").read_text())
+    prot = summary["protocols"][dataset]
+    assert prot["num_query"] == 6 and prot["remove_diag"] is True
+    assert prot["Ks"] == [1, 2, 4] and prot["recall"][0] == 1.0
+    assert summary["dataset"]["pre_resize"] == [256, 256]
+
+
+def test_cli_list_end_to_end(model_file: Path, tmp_path: Path,
+                             build: SimpleNamespace) -> None:
+    root = tmp_path / "data"
+    lines = ["path,class,split"]
+    for i in range(6):
+        build.jpeg(root / "img" / f"{i}.jpg", build.colour(i // 2))  # pairs of copies
+        lines.append(f"img/{i}.jpg,{i // 2},{'query' if i % 2 else 'gallery'}")
+    (root / "list.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    status = main(["evaluate", "--model", str(model_file), "--dataset", "list",
+                   "--list", str(root / "list.csv"), "--out", str(out), "--no-jpeg-reencode"])
+    assert status == 0
+    summary = json.loads((out / "evaluate" / "recall.json").read_text())
+    prot = summary["protocols"]["list-query-gallery"]
+    assert prot["num_query"] == 3 and prot["num_database"] == 3 and prot["recall"] == [1.0]
+    assert summary["dataset"]["name"] == "list"
+    info = json.loads((out / "evaluate" / "run_info.json").read_text())
+    assert str(root / "list.csv") in json.dumps(info)
+
+
+@pytest.mark.parametrize("argv_tail,message", [
+    (["--dataset", "list"], "needs an image list (--list FILE)"),
+    (["--dataset", "cub"], "--root is required for --dataset cub"),
+    (["--dataset", "products", "--root", ".", "--list", "x.csv"],
+     "--list x.csv is for --dataset list, not products"),
+    (["--dataset", "list", "--list", "LIST"], "list.csv:3: unknown split value 'quer'"),
+    (["--dataset", "list", "--list", "LIST_MISSING"], "1 of 2 images missing: line 3"),
+])
+def test_cli_user_dataset_bad_input_exits_2_and_writes_nothing(
+        model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        argv_tail: list[str], message: str, build: SimpleNamespace) -> None:
+    build.jpeg(tmp_path / "img" / "0.jpg", (10, 20, 30))
+    (tmp_path / "list.csv").write_text("path,class,split\nimg/0.jpg,1,query\nimg/0.jpg,1,quer\n")
+    (tmp_path / "missing.csv").write_text("path,class\nimg/0.jpg,1\nimg/9.jpg,1\n")
+    tail = [{"LIST": str(tmp_path / "list.csv"),
+             "LIST_MISSING": str(tmp_path / "missing.csv")}.get(a, a) for a in argv_tail]
+    out = tmp_path / "out"
+    status = main(["evaluate", "--model", str(model_file), "--out", str(out), *tail])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (out / "evaluate").exists()
+
+
+# ---------------------------------------------------------------------------- the model card
+
+
+Loaded = tuple[object, dict[str, object]]
+
+
+@pytest.fixture(scope="module")
+def tiny(model_file: Path) -> Loaded:
+    """The module's model file loaded once: ``(model, card)``."""
+    from converters.fastap.model_file import load_model
+
+    return load_model(model_file)
+
+
+def _model_with_card(tiny: Loaded, tmp_path: Path, **card_fields: object) -> Path:
+    """The tiny model saved again with extra card fields (a new file name per call)."""
+    model, card = tiny
+    path = tmp_path / f"carded_{len(list(tmp_path.glob('carded_*.pt')))}.pt"
+    return save_model(path, model, dataclasses.replace(card, **card_fields))
+
+
+@pytest.mark.parametrize("best,name,average", [
+    ("torchvision", "torchvision", None),
+    ("matlab", "matlab", [0.485, 0.456, 0.406]),
+    ("matlab_mean_x255", "matlab", [123.675, 116.28, 103.53]),
+])
+def test_card_input_scaling_chooses_the_preprocessing(
+        tiny: Loaded, tmp_path: Path, best: str, name: str, average: list[float] | None,
+        build: SimpleNamespace) -> None:
+    # what `fastap convert --check-input` stores: input_scaling.best
+    path = _model_with_card(tiny, tmp_path, input_scaling={"best": best, "margin": 3.0})
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    summary = evaluate(path, "products", root, out=tmp_path / "out", jpeg_quality=None,
+                       progress=False)
+    pre = summary["preprocessing"]
+    assert pre["name"] == name
+    assert f"input_scaling.best = {best}" in pre["chosen_by"]
+    if average is not None:
+        np.testing.assert_allclose(pre["average_image"], average, atol=1e-4)
+    # the user's --preprocessing wins over the card
+    forced = evaluate(path, "products", root, out=tmp_path / "out2", jpeg_quality=None,
+                      preprocessing="matlab" if name == "torchvision" else "torchvision",
+                      progress=False)
+    assert forced["preprocessing"]["name"] != name
+    assert forced["preprocessing"]["chosen_by"] == "--preprocessing"
+
+
+def test_card_preprocessing_default_and_unknown_scaling(
+        tiny: Loaded, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        build: SimpleNamespace) -> None:
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    path = _model_with_card(tiny, tmp_path, preprocessing={"default": "torchvision"},
+                            input_scaling=None)
+    summary = evaluate(path, "products", root, out=tmp_path / "out", progress=False)
+    assert summary["preprocessing"]["name"] == "torchvision"
+    assert "preprocessing.default" in summary["preprocessing"]["chosen_by"]
+    odd = _model_with_card(tiny, tmp_path, input_scaling={"best": "caffe"})
+    status = main(["evaluate", "--model", str(odd), "--dataset", "products", "--root",
+                   str(root), "--out", str(tmp_path / "out3")])
+    assert status == 2
+    assert "input_scaling.best 'caffe'" in capsys.readouterr().err
+
+
+def test_card_trained_on_another_dataset_warns_once(
+        tiny: Loaded, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        build: SimpleNamespace) -> None:
+    path = _model_with_card(tiny, tmp_path, opts={"dataset": "inshop", "arch": "resnet18"})
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    with caplog.at_level(logging.WARNING, logger="reproduce.evaluation.evaluate"):
+        evaluate(path, "products", root, out=tmp_path / "out", jpeg_quality=None,
+                 progress=False)
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "reproduce.evaluation.evaluate" and r.levelno == logging.WARNING
+             and "trained on" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert "trained on inshop" in lines[0] and "evaluating on products" in lines[0]
+    caplog.clear()
+    same = _model_with_card(tiny, tmp_path, opts={"dataset": "products"})
+    with caplog.at_level(logging.WARNING, logger="reproduce.evaluation.evaluate"):
+        evaluate(same, "products", root, out=tmp_path / "out2", jpeg_quality=None,
+                 progress=False)
+    assert "trained on" not in caplog.text

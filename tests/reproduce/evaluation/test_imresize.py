@@ -1,4 +1,5 @@
-"""MATLAB imresize (bicubic, antialias) and vl_imreadjpeg resize against hand-derived values."""
+"""MATLAB imresize (bicubic/bilinear, antialias) and vl_imreadjpeg resize against
+hand-derived values."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from reproduce.evaluation.imresize import (
     cubic,
     imresize,
     imresize_contributions,
+    triangle,
     vl_imreadjpeg_filter,
     vl_imreadjpeg_resize,
 )
@@ -27,6 +29,12 @@ def _keys(x: float) -> float:
     return 0.0
 
 
+def _tri(x: float) -> float:
+    """The bilinear (triangle) kernel written out by hand."""
+    a = abs(x)
+    return 1 - a if a < 1 else 0.0
+
+
 def _mirror(i: int, n: int) -> int:
     """MATLAB's symmetric padding for a 1-based index: 0 -> 1, -1 -> 2, n+1 -> n, ..."""
     while i < 1 or i > n:
@@ -34,20 +42,21 @@ def _mirror(i: int, n: int) -> int:
     return i
 
 
-def _resize_1d(signal: list[float], out_len: int) -> list[float]:
+def _resize_1d(signal: list[float], out_len: int, kernel=_keys, base_width: int = 4
+               ) -> list[float]:
     """imresize along one dimension with explicit loops, straight from the algorithm."""
     n = len(signal)
     scale = out_len / n
-    width = 4 / scale if scale < 1 else 4
+    width = base_width / scale if scale < 1 else base_width
     out = []
     for x in range(1, out_len + 1):
         u = x / scale + 0.5 * (1 - 1 / scale)
         left = math.floor(u - width / 2)
         taps = [left + p for p in range(math.ceil(width) + 2)]
         if scale < 1:
-            w = [scale * _keys(scale * (u - t)) for t in taps]
+            w = [scale * kernel(scale * (u - t)) for t in taps]
         else:
-            w = [_keys(u - t) for t in taps]
+            w = [kernel(u - t) for t in taps]
         total = sum(w)
         out.append(sum(wi / total * signal[_mirror(t, n) - 1]
                        for wi, t in zip(w, taps, strict=True)))
@@ -192,6 +201,99 @@ def test_vl_imreadjpeg_crop_filter_weights_by_hand() -> None:
     expected[0] = raw[0] + raw[1]
     expected[1:7] = raw[2:]
     np.testing.assert_allclose(M[0], expected / sum(raw), atol=1e-7)
+
+
+# ---------------------------------------------------------------------------- bilinear
+
+
+def test_bilinear_kernel_values_by_hand() -> None:
+    x = np.array([0, 0.25, -0.25, 0.5, 1, -1, 1.5, -3], dtype=np.float32)
+    out = triangle(x)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [1.0, 0.75, 0.75, 0.5, 0.0, 0.0, 0.0, 0.0])
+
+
+def test_vl_imreadjpeg_bilinear_upsample_weights_by_hand() -> None:
+    M = vl_imreadjpeg_filter(4, 8, interpolation="bilinear")
+    # alpha = 0.5, beta = -0.25; support 2, two taps from ceil(u - 1)
+    # v = 0: u = -0.25, taps -1 (delta 0.75, h 0.25) and 0 (delta -0.25, h 0.75): both land
+    # on pixel 0 (replicated border)
+    assert M[0].tolist() == [1.0, 0.0, 0.0, 0.0]
+    # v = 3: u = 1.25, taps 1 (h 0.75) and 2 (h 0.25)
+    np.testing.assert_allclose(M[3], [0, 0.75, 0.25, 0], atol=1e-7)
+    # v = 7: u = 3.25, taps 3 (h 0.75) and 4 (h 0.25, replicated onto pixel 3)
+    assert M[7].tolist() == [0.0, 0.0, 0.0, 1.0]
+    # the bicubic filter of the same sizes differs (4 taps, negative lobes)
+    assert (vl_imreadjpeg_filter(4, 8) < 0).any() and not (M < 0).any()
+
+
+def test_vl_imreadjpeg_bilinear_downsample_is_antialiased() -> None:
+    M = vl_imreadjpeg_filter(256, 224, interpolation="bilinear")
+    # support 2 * 256/224 = 2.29 input pixels: some outputs use 3 (plain bilinear: 2)
+    assert (M != 0).sum(axis=1).max() == 3
+    # v = 100: u = (8/7) * 100 + 1/14 = 114.357, taps from ceil(u - 8/7) = 114 at
+    # (u - k) * 7/8 = 0.3125, -0.5625, -1.4375: h = 0.6875, 0.4375, 0; mass 1.125
+    u = 8 / 7 * 100 + 1 / 14
+    raw = [_tri((u - k) * 7 / 8) for k in range(114, 117)]
+    assert raw[2] == 0.0
+    # the C code computes u in single precision (ulp at 114 is 7.6e-6; weight slope 0.78)
+    np.testing.assert_allclose(M[100, 114:117], np.array(raw) / sum(raw), atol=1e-5)
+    np.testing.assert_allclose(M[100, 114:116], [0.6875 / 1.125, 0.4375 / 1.125], atol=1e-5)
+    # a plain (not stretched) triangle would weigh 114 and 115 with 0.643 and 0.357
+    assert abs(M[100, 114] - (1 - (u - 114))) > 0.02
+    np.testing.assert_allclose(M.sum(axis=1), 1.0, atol=1e-6)
+    im = np.full((256, 256, 3), 77, dtype=np.uint8)
+    out = vl_imreadjpeg_resize(im, (224, 224), interpolation="bilinear")
+    assert out.dtype == np.float32 and out.shape == (224, 224, 3)
+    np.testing.assert_allclose(out, 77, atol=1e-4)
+
+
+def test_vl_imreadjpeg_bilinear_crop_is_exact_at_unit_scale() -> None:
+    # alpha = 1: taps at distances 1 (h = 0) and 0 (h = 1); the zero tap is skipped
+    rng = np.random.default_rng(7)
+    im = rng.integers(0, 256, size=(4, 12), dtype=np.uint8)
+    out = vl_imreadjpeg_resize(im, (4, 4), interpolation="bilinear")
+    assert out.shape == (4, 4, 1)
+    np.testing.assert_array_equal(out[:, :, 0], im[:, 4:8].astype(np.float32))
+
+
+def test_vl_imreadjpeg_bilinear_and_bicubic_differ_on_an_edge() -> None:
+    # 8 x 2 -> 4 x 1 (same aspect ratio: no crop) on a step 0,0,0,0,100,100,100,100 down the
+    # rows (alpha 2, beta 0.5): output 1 has u = 2.5
+    # bilinear: support 4, taps ceil(0.5) = 1..4 at (u - k) / 2 = 0.75, 0.25, -0.25, -0.75:
+    # h = 0.25, 0.75, 0.75, 0.25 (mass 2); pixels 1, 2, 3 are 0, pixel 4 is 100
+    step = np.repeat(np.array([0, 0, 0, 0, 100, 100, 100, 100], np.float32)[:, None], 2, axis=1)
+    bil = vl_imreadjpeg_resize(step, (4, 1), interpolation="bilinear")[:, 0, 0]
+    assert bil[1] == pytest.approx(100 * 0.25 / 2, abs=1e-4)
+    # bicubic: support 8, taps ceil(-1.5) = -1..6 at (u - k) / 2; pixels 4..6 hold 100
+    raw = {k: _keys((2.5 - k) / 2) for k in range(-1, 7)}
+    expected = 100 * sum(raw[k] for k in (4, 5, 6)) / sum(raw.values())
+    cub = vl_imreadjpeg_resize(step, (4, 1))[:, 0, 0]
+    assert cub[1] == pytest.approx(expected, abs=1e-4)
+    assert abs(cub[1] - bil[1]) > 1
+
+
+def test_imresize_bilinear_matches_hand_loops() -> None:
+    # MATLAB imresize(..., 'bilinear'): the triangle of width 2, stretched when shrinking
+    ramp = [float(v) ** 2 for v in range(10)]
+    expected = _resize_1d(ramp, 4, kernel=_tri, base_width=2)
+    ours = imresize(np.array(ramp)[:, None], (4, 1), method="bilinear")[:, 0]
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
+    up = _resize_1d([0.0, 10.0, 30.0], 7, kernel=_tri, base_width=2)
+    np.testing.assert_allclose(imresize(np.array([[0.0, 10.0, 30.0]]), (1, 7),
+                                        method="bilinear")[0], up, rtol=0, atol=1e-12)
+    # 3 -> 7, output 1: u = 1/(7/3) + 0.5 * (1 - 3/7) = 0.714, taps 0 and 1 (1-based) with
+    # h = 0.286 and 0.714; tap 0 mirrors to pixel 1, so the value is pixel 1's (0)
+    assert up[0] == pytest.approx(0.0, abs=1e-12)
+    w, _ = imresize_contributions(8, 4, method="bilinear")
+    assert w.shape == (4, 6)  # width 2 / 0.5 = 4 -> ceil(4) + 2 taps
+
+
+def test_unknown_interpolation_is_named() -> None:
+    with pytest.raises(InputError, match="unknown interpolation 'nearest'"):
+        vl_imreadjpeg_filter(8, 4, interpolation="nearest")
+    with pytest.raises(InputError, match="unknown interpolation"):
+        imresize(np.zeros((4, 4)), (2, 2), method="box")
 
 
 def test_bad_shapes_are_named() -> None:
