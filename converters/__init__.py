@@ -2,9 +2,9 @@
 
 Entry points: ``load_mat`` (any MAT version to a plain tree), ``read_network`` (a file to a
 ``McnNet`` described by MatConvNet names), ``run_reference`` (the numpy oracle),
-``convert_network`` (to PyTorch, with a model card), ``save_model``/``load_model``
-(the converted ``.pt`` file). They are imported on first use, so ``import converters``
-stays light (torch is loaded only when a torch entry point is asked for).
+``convert_network`` (to PyTorch, with a ``ModelCard``), ``save_model``/``load_model``/
+``read_card`` (the converted ``.pt`` or ``.safetensors`` file). They are imported on first
+use, so ``import converters`` stays light (torch loads only when a torch entry point does).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from converters.errors import MatConvNetError
+from converters.errors import FastAPReproError, MatConvNetError
 from converters.mcn.net import McnLayer, McnNet, McnParam, McnVar
 
 _LAZY = {
@@ -23,9 +23,12 @@ _LAZY = {
     "convert_network": "converters.fastap.convert",
     "save_model": "converters.fastap.model_file",
     "load_model": "converters.fastap.model_file",
+    "read_card": "converters.fastap.model_file",
+    "ModelCard": "converters.fastap.card",
 }
 
-__all__ = ["MatConvNetError", "McnLayer", "McnNet", "McnParam", "McnVar", *_LAZY]
+__all__ = ["FastAPReproError", "MatConvNetError", "McnLayer", "McnNet", "McnParam", "McnVar",
+           *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -457,3 +457,16 @@ def _check_resume(diary: DiaryRun, previous: DiaryRun | None,
     if saved is None or saved.checkpoint is None:
         notes.append(f"{diary.path.name}: resumes from epoch {start} whose checkpoint save "
                      "is not in the earlier diaries")
+
+
+def parse_diaries(source: str | Path | Iterable[str | Path], name: str | None = None) -> Run:
+    """One run from an experiment folder (its ``diary_*.txt``) or from the diary files given.
+
+    The public entry point of ``logs``: the same as :func:`parse_run`, which takes files only.
+    """
+    if isinstance(source, str | Path) and Path(source).is_dir():
+        found = sorted(Path(source).glob("diary_*.txt"), key=diary_sort_key)
+        if not found:
+            raise LogFormatError(f"{source}: no diary_*.txt files in this folder")
+        return parse_run(found, name)
+    return parse_run([source] if isinstance(source, str | Path) else source, name)

@@ -1,1 +1,39 @@
-"""FastAP reproduction: loss port, parity checks, datasets, evaluation, tables, plots, CLI."""
+"""FastAP reproduction: the loss and its parity, evaluation, training, reports and the CLI.
+
+Public entry points (imported on first use, so ``import reproduce`` stays light):
+
+- ``FastAPLoss``, ``fastap_loss``: the FastAP loss in PyTorch (``reproduce.loss``);
+- ``recall_at_k``: Recall@K exactly as ``evaluate_model.m``; ``evaluate``: a converted model
+  on a dataset (``reproduce.evaluation``); ``load_dataset``: the dataset readers;
+- ``run_parity``: every saved MATLAB fixture against the port (``reproduce.parity``);
+- ``load_model``, ``load_mat``, ``read_network`` (from ``converters``) and
+  ``parse_diaries`` (from ``logs``), re-exported so one import serves a user.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "FastAPLoss": "reproduce.loss.fastap_loss",
+    "fastap_loss": "reproduce.loss.fastap_loss",
+    "recall_at_k": "reproduce.evaluation.recall",
+    "evaluate": "reproduce.evaluation.evaluate",
+    "load_dataset": "reproduce.evaluation.datasets",
+    "run_parity": "reproduce.parity.run",
+    "load_model": "converters.fastap.model_file",
+    "load_mat": "converters.matio.read",
+    "read_network": "converters.mcn.reader",
+    "parse_diaries": "logs.diary_parser",
+    "FastAPReproError": "converters.errors",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import an entry point from the module that defines it on first access."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reproduce' has no attribute {name!r}")
