@@ -98,7 +98,7 @@ def test_public_api_from_the_package_roots(root: object, names: list[str]) -> No
         assert callable(getattr(root, name)), name
         assert name in root.__all__  # type: ignore[attr-defined]
     with pytest.raises(AttributeError):
-        root.no_such_entry_point
+        _ = root.no_such_entry_point
 
 
 def test_parse_diaries_takes_a_folder(tmp_path) -> None:  # noqa: ANN001
