@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +51,7 @@ log = logging.getLogger(__name__)
 FAMILY_RESNET18_PT = "resnet18-pt-mcn"
 FAMILY_RESNET50_PT = "resnet50-pt-mcn"
 FAMILY_RESNET50_CAFFE = "imagenet-resnet-50-dag"
-FAMILIES = (FAMILY_RESNET18_PT, FAMILY_RESNET50_PT, FAMILY_RESNET50_CAFFE)
-ARCH = {FAMILY_RESNET18_PT: "resnet18", FAMILY_RESNET50_PT: "resnet50",
-        FAMILY_RESNET50_CAFFE: "resnet50"}
+#: Channels of each torchvision trunk's pooled output (the ``fc`` input).
 BASE_DIM = {"resnet18": 512, "resnet50": 2048}
 # stage letters of the Caffe ResNet-50 blocks (res2a .. res5c)
 CAFFE_BLOCK_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -102,21 +100,18 @@ def _has(net: McnNet, *names: str) -> bool:
 
 
 def detect_family(net: McnNet) -> str:
-    """The base family of a FastAP network, read from its parameter names.
+    """The base family of a FastAP network: the first ``FAMILY_SPECS`` signature it carries.
 
     Raises MatConvNetError naming the signature params it looked for when none fits.
     """
-    if _has(net, "conv1_filter", "bn_conv1_moments", "res2a_branch2a_filter"):
-        return FAMILY_RESNET50_CAFFE
-    if _has(net, "features_0_filter", "features_1_moments", "features_4_0_conv1_filter"):
-        if _has(net, "features_4_0_conv3_filter"):
-            return FAMILY_RESNET50_PT
-        return FAMILY_RESNET18_PT
+    for spec in FAMILY_SPECS.values():
+        if _has(net, *spec.signature):
+            return spec.name
     sample = ", ".join(net.layer_names()[:6])
+    wanted = "; ".join(f"{', '.join(repr(s) for s in spec.signature)} ({spec.name})"
+                       for spec in FAMILY_SPECS.values())
     raise MatConvNetError(
-        f"{net.source or 'network'}: not a FastAP ResNet: expected the params "
-        "'features_0_filter', 'features_1_moments', 'features_4_0_conv1_filter' (pt-mcn ResNet) "
-        "or 'conv1_filter', 'bn_conv1_moments', 'res2a_branch2a_filter' (Caffe ResNet-50); "
+        f"{net.source or 'network'}: not a FastAP ResNet: expected the params {wanted}; "
         f"first layers are: {sample}")
 
 
@@ -217,37 +212,51 @@ def _set_bn_exact(model: nn.Module) -> None:
             module.eps = 0.0
 
 
+def family_spec(family: str) -> FamilySpec:
+    """The table entry of ``family``; an unknown name is an error listing the known ones."""
+    if family not in FAMILY_SPECS:
+        raise MatConvNetError(f"unknown FastAP family {family!r}; known: {', '.join(FAMILIES)}")
+    return FAMILY_SPECS[family]
+
+
 def build_trunk(family: str) -> ResNet:
     """The torchvision ResNet of ``family`` (random init), adapted to the MatConvNet layout.
 
-    Adaptations: classifier removed (``fc = Identity``), the head pooling is MatConvNet's
-    avg pool 7x7/1; for the Caffe ResNet-50 also ``conv1`` with a bias, ``pool1`` as a -inf pad
-    [top 0, bottom 1, left 0, right 1] + 3x3/2 max pool, and the stride of the first bottleneck
-    of stages 3-5 moved from the 3x3 ``conv2`` to the 1x1 ``conv1`` (Caffe ResNet v1).
+    Every family: classifier removed (``fc = Identity``), the head pooling MatConvNet's avg
+    pool 7x7/1, BatchNorm ``eps = 0``; then the family's own adaptations (``FamilySpec.adapt``).
     """
-    if family not in ARCH:
-        raise MatConvNetError(f"unknown FastAP family {family!r}; known: {', '.join(FAMILIES)}")
-    model = getattr(torchvision.models, ARCH[family])(weights=None)
+    spec = family_spec(family)
+    model = getattr(torchvision.models, spec.arch)(weights=None)
     model.fc = nn.Identity()
     model.avgpool = nn.AvgPool2d(kernel_size=7, stride=1)
-    if family == FAMILY_RESNET50_CAFFE:
-        model.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=True)
-        # nn.ConstantPad2d takes (left, right, top, bottom)
-        model.maxpool = nn.Sequential(nn.ConstantPad2d((0, 1, 0, 1), float("-inf")),
-                                      nn.MaxPool2d(kernel_size=3, stride=2))
-        for stage in (model.layer2, model.layer3, model.layer4):
-            first = stage[0]
-            first.conv1.stride = (2, 2)
-            first.conv2.stride = (1, 1)
+    spec.adapt(model)
     _set_bn_exact(model)
     return model
+
+
+def _adapt_caffe(model: ResNet) -> None:
+    """Caffe ResNet-50: ``conv1`` with a bias, ``pool1`` as a -inf pad [top 0, bottom 1,
+    left 0, right 1] + 3x3/2 max pool, and the stride of the first bottleneck of stages 3-5
+    on the 1x1 ``conv1`` instead of the 3x3 ``conv2`` (Caffe ResNet v1)."""
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=True)
+    # nn.ConstantPad2d takes (left, right, top, bottom)
+    model.maxpool = nn.Sequential(nn.ConstantPad2d((0, 1, 0, 1), float("-inf")),
+                                  nn.MaxPool2d(kernel_size=3, stride=2))
+    for stage in (model.layer2, model.layer3, model.layer4):
+        first = stage[0]
+        first.conv1.stride = (2, 2)
+        first.conv2.stride = (1, 1)
+
+
+def _adapt_none(model: ResNet) -> None:
+    """pt-mcn models were imported from torchvision itself: nothing to adapt."""
 
 
 def build_model(family: str, embedding_dim: int, var_names: dict[str, str] | None = None,
                 *, fc_bias: bool = True) -> FastAPEmbedding:
     """An untrained ``FastAPEmbedding`` with the structure of ``family`` (weights random)."""
     trunk = build_trunk(family)
-    fc = nn.Linear(BASE_DIM[ARCH[family]], int(embedding_dim), bias=fc_bias)
+    fc = nn.Linear(family_spec(family).base_dim, int(embedding_dim), bias=fc_bias)
     names = var_names or {"base": family_layout(family, trunk).base_output_layer,
                           "logits": "logits", "feats": "feats_l2"}
     return FastAPEmbedding(family, trunk, fc, names)
@@ -257,52 +266,101 @@ def family_layout(family: str, model: ResNet) -> FamilyLayout:
     """The MatConvNet layer name of every torch module of ``model`` for ``family``."""
     layout = FamilyLayout(family)
     stages = (model.layer1, model.layer2, model.layer3, model.layer4)
-    if family == FAMILY_RESNET50_CAFFE:
-        layout.convs["conv1"] = model.conv1
-        layout.bns["bn_conv1"] = model.bn1
-        layout.first_conv, layout.first_bn = "conv1", "bn_conv1"
-        layout.pools["pool1"] = PoolSpec("max", (3, 3), (2, 2), (0, 1, 0, 1))
-        layout.pools["pool5"] = PoolSpec("avg", (7, 7), (1, 1), (0, 0, 0, 0))
-        layout.base_output_layer = "pool5"
-        for s, stage in enumerate(stages, start=2):
-            for b, block in enumerate(stage):
-                tag = f"{s}{CAFFE_BLOCK_LETTERS[b]}"
-                for branch, conv, bn in (("2a", block.conv1, block.bn1),
-                                         ("2b", block.conv2, block.bn2),
-                                         ("2c", block.conv3, block.bn3)):
-                    layout.convs[f"res{tag}_branch{branch}"] = conv
-                    layout.bns[f"bn{tag}_branch{branch}"] = bn
-                if block.downsample is not None:
-                    layout.convs[f"res{tag}_branch1"] = block.downsample[0]
-                    layout.bns[f"bn{tag}_branch1"] = block.downsample[1]
-    elif family in (FAMILY_RESNET18_PT, FAMILY_RESNET50_PT):
-        layout.convs["features_0"] = model.conv1
-        layout.bns["features_1"] = model.bn1
-        layout.first_conv, layout.first_bn = "features_0", "features_1"
-        layout.pools["features_3"] = PoolSpec("max", (3, 3), (2, 2), (1, 1, 1, 1))
-        layout.pools["features_8"] = PoolSpec("avg", (7, 7), (1, 1), (0, 0, 0, 0))
-        layout.extra = {"classifier_permute": "dagnn.Permute",
-                        "classifier_flatten": "dagnn.Flatten"}
-        layout.base_output_layer = "classifier_flatten"
-        for s, stage in enumerate(stages, start=4):
-            for b, block in enumerate(stage):
-                tag = f"features_{s}_{b}"
-                pairs = [(1, block.conv1, block.bn1), (2, block.conv2, block.bn2)]
-                if isinstance(block, Bottleneck):
-                    pairs.append((3, block.conv3, block.bn3))
-                for k, conv, bn in pairs:
-                    layout.convs[f"{tag}_conv{k}"] = conv
-                    layout.bns[f"{tag}_bn{k}"] = bn
-                if block.downsample is not None:
-                    layout.convs[f"{tag}_downsample_0"] = block.downsample[0]
-                    layout.bns[f"{tag}_downsample_1"] = block.downsample[1]
-    else:
-        raise MatConvNetError(f"unknown FastAP family {family!r}; known: {', '.join(FAMILIES)}")
+    family_spec(family).name_layers(layout, model, stages)
     blocks = [block for stage in stages for block in stage]
     layout.num_sum = len(blocks)
     per_block = 3 if isinstance(blocks[0], Bottleneck) else 2
     layout.num_relu = 1 + per_block * len(blocks)
     return layout
+
+
+def _caffe_layers(layout: FamilyLayout, model: ResNet, stages: tuple[nn.Sequential, ...]
+                  ) -> None:
+    """Caffe ResNet-50 names: ``conv1``/``bn_conv1``, ``res2a_branch2a`` ... ``pool5``."""
+    layout.convs["conv1"] = model.conv1
+    layout.bns["bn_conv1"] = model.bn1
+    layout.first_conv, layout.first_bn = "conv1", "bn_conv1"
+    layout.pools["pool1"] = PoolSpec("max", (3, 3), (2, 2), (0, 1, 0, 1))
+    layout.pools["pool5"] = PoolSpec("avg", (7, 7), (1, 1), (0, 0, 0, 0))
+    layout.base_output_layer = "pool5"
+    for s, stage in enumerate(stages, start=2):
+        for b, block in enumerate(stage):
+            tag = f"{s}{CAFFE_BLOCK_LETTERS[b]}"
+            for branch, conv, bn in (("2a", block.conv1, block.bn1),
+                                     ("2b", block.conv2, block.bn2),
+                                     ("2c", block.conv3, block.bn3)):
+                layout.convs[f"res{tag}_branch{branch}"] = conv
+                layout.bns[f"bn{tag}_branch{branch}"] = bn
+            if block.downsample is not None:
+                layout.convs[f"res{tag}_branch1"] = block.downsample[0]
+                layout.bns[f"bn{tag}_branch1"] = block.downsample[1]
+
+
+def _pt_mcn_layers(layout: FamilyLayout, model: ResNet, stages: tuple[nn.Sequential, ...]
+                   ) -> None:
+    """mcnPyTorch names: ``features_0``/``features_1``, ``features_4_0_conv1`` ... ."""
+    layout.convs["features_0"] = model.conv1
+    layout.bns["features_1"] = model.bn1
+    layout.first_conv, layout.first_bn = "features_0", "features_1"
+    layout.pools["features_3"] = PoolSpec("max", (3, 3), (2, 2), (1, 1, 1, 1))
+    layout.pools["features_8"] = PoolSpec("avg", (7, 7), (1, 1), (0, 0, 0, 0))
+    layout.extra = {"classifier_permute": "dagnn.Permute",
+                    "classifier_flatten": "dagnn.Flatten"}
+    layout.base_output_layer = "classifier_flatten"
+    for s, stage in enumerate(stages, start=4):
+        for b, block in enumerate(stage):
+            tag = f"features_{s}_{b}"
+            pairs = [(1, block.conv1, block.bn1), (2, block.conv2, block.bn2)]
+            if isinstance(block, Bottleneck):
+                pairs.append((3, block.conv3, block.bn3))
+            for k, conv, bn in pairs:
+                layout.convs[f"{tag}_conv{k}"] = conv
+                layout.bns[f"{tag}_bn{k}"] = bn
+            if block.downsample is not None:
+                layout.convs[f"{tag}_downsample_0"] = block.downsample[0]
+                layout.bns[f"{tag}_downsample_1"] = block.downsample[1]
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything that distinguishes one FastAP base family, in one place.
+
+    ``signature``: params whose presence identifies the family (the table is tried in order,
+    so a more specific signature comes first); ``arch``: the torchvision constructor;
+    ``adapt``: changes to the torchvision trunk; ``name_layers``: fills a ``FamilyLayout``
+    with the MatConvNet layer name of every module.
+    """
+
+    name: str
+    arch: str
+    signature: tuple[str, ...]
+    adapt: Callable[[ResNet], None]
+    name_layers: Callable[[FamilyLayout, ResNet, tuple[nn.Sequential, ...]], None]
+    description: str = ""
+
+    @property
+    def base_dim(self) -> int:
+        """Channels of the pooled trunk output (the ``fc`` input)."""
+        return BASE_DIM[self.arch]
+
+
+#: The FastAP base families, in detection order (the one table every other view derives from).
+FAMILY_SPECS: dict[str, FamilySpec] = {spec.name: spec for spec in (
+    FamilySpec(FAMILY_RESNET50_CAFFE, "resnet50",
+               ("conv1_filter", "bn_conv1_moments", "res2a_branch2a_filter"),
+               _adapt_caffe, _caffe_layers,
+               "Kaiming He's Caffe ResNet-50 imported by MatConvNet"),
+    FamilySpec(FAMILY_RESNET50_PT, "resnet50",
+               ("features_0_filter", "features_1_moments", "features_4_0_conv1_filter",
+                "features_4_0_conv3_filter"),
+               _adapt_none, _pt_mcn_layers, "torchvision resnet50 imported by mcnPyTorch"),
+    FamilySpec(FAMILY_RESNET18_PT, "resnet18",
+               ("features_0_filter", "features_1_moments", "features_4_0_conv1_filter"),
+               _adapt_none, _pt_mcn_layers, "torchvision resnet18 imported by mcnPyTorch"),
+)}
+#: Family names, and each family's torchvision architecture (views of ``FAMILY_SPECS``).
+FAMILIES = tuple(FAMILY_SPECS)
+ARCH = {name: spec.arch for name, spec in FAMILY_SPECS.items()}
 
 
 class _ParamBook:
@@ -458,21 +516,24 @@ def _check_pool(layer: McnLayer, spec: PoolSpec, where: str) -> None:
                 f"expected [{' '.join(map(str, expected))}]")
 
 
-def _load_conv(book: _ParamBook, layer: McnLayer, conv: nn.Conv2d) -> None:
-    """Copy a ``dagnn.Conv``'s filter (and bias) into ``conv``."""
+def _load_conv(book: _ParamBook, layer: McnLayer, conv: nn.Conv2d, path: str,
+               state: dict[str, torch.Tensor]) -> None:
+    """A ``dagnn.Conv``'s filter (and bias) as the state entries of ``conv`` at ``path``."""
     cout, cin, kh, kw = conv.weight.shape
     weight = book.take(layer, 0, (kh, kw, cin, cout), "filter")
-    conv.weight.data = _tensor(filter_to_torch(weight), conv.weight)
+    state[f"{path}.weight"] = _tensor(filter_to_torch(weight), conv.weight)
     expected_params = 1
     if conv.bias is not None:
         bias = book.take(layer, 1, (cout, 1), "bias")
-        conv.bias.data = _tensor(bias.ravel(), conv.bias)
+        state[f"{path}.bias"] = _tensor(bias.ravel(), conv.bias)
         expected_params = 2
     _check_param_count(layer, expected_params, book.where)
 
 
-def _load_bn(book: _ParamBook, layer: McnLayer, bn: nn.BatchNorm2d) -> None:
-    """Fold a ``dagnn.BatchNorm`` (mult, bias, moments [mu sigma]) exactly into ``bn``."""
+def _load_bn(book: _ParamBook, layer: McnLayer, bn: nn.BatchNorm2d, path: str,
+             state: dict[str, torch.Tensor]) -> None:
+    """A ``dagnn.BatchNorm`` (mult, bias, moments [mu sigma]) folded exactly into the state
+    entries of ``bn`` at ``path``."""
     _check_type(layer, "dagnn.BatchNorm", book.where)
     c = bn.num_features
     mult = book.take(layer, 0, (c, 1), "mult").ravel()
@@ -485,11 +546,11 @@ def _load_bn(book: _ParamBook, layer: McnLayer, bn: nn.BatchNorm2d) -> None:
         raise MatConvNetError(
             f"{book.where}: param {layer.params[2]!r}: sigma of channel {bad + 1} is "
             f"{sigma[bad]}, must be positive")
-    bn.weight.data = _tensor(mult / sigma, bn.weight)
-    bn.bias.data = _tensor(bias, bn.bias)
-    bn.running_mean.data = _tensor(mu, bn.running_mean)
-    bn.running_var.data = torch.ones_like(bn.running_var)
-    bn.eps = 0.0
+    state[f"{path}.weight"] = _tensor(mult / sigma, bn.weight)
+    state[f"{path}.bias"] = _tensor(bias, bn.bias)
+    state[f"{path}.running_mean"] = _tensor(mu, bn.running_mean)
+    state[f"{path}.running_var"] = torch.ones_like(bn.running_var)
+    state[f"{path}.num_batches_tracked"] = torch.zeros_like(bn.num_batches_tracked)
 
 
 def _tensor(value: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -574,41 +635,28 @@ def convert_fastap(net: McnNet, family: str | None = None, *,
     base_var = _base_output_var(net, layout, where)
     var_names = {"base": base_var, "logits": fc_layer.outputs[0],
                  "feats": net.layer(HEAD_L2NORM).outputs[0]}
-    fc = nn.Linear(BASE_DIM[ARCH[family]], dim, bias=fc_bias)
+    fc = nn.Linear(family_spec(family).base_dim, dim, bias=fc_bias)
     model = FastAPEmbedding(family, trunk, fc, var_names).to(dtype)
     book = _ParamBook(net)
+    paths = {module: name for name, module in model.named_modules()}
+    state: dict[str, torch.Tensor] = {}
     module_vars: dict[nn.Module, str] = {}
     seen = Counter(layer.type for layer in net.layers)
     for layer in net.layers:
-        if layer.name in layout.convs:
+        role = _layer_role(layer, layout)
+        if role == "conv":
             conv = layout.convs[layer.name]
             _check_conv(layer, conv, where)
-            _load_conv(book, layer, conv)
+            _load_conv(book, layer, conv, paths[conv], state)
             module_vars[conv] = layer.outputs[0]
-        elif layer.name in layout.bns:
-            _load_bn(book, layer, layout.bns[layer.name])
-            module_vars[layout.bns[layer.name]] = layer.outputs[0]
-        elif layer.name in layout.pools:
-            _check_pool(layer, layout.pools[layer.name], where)
-        elif layer.name == HEAD_FC:
-            _load_fc(book, layer, fc, where)
-        elif layer.name == HEAD_L2NORM:
-            _check_l2norm(layer, dim, where)
-        elif layer.name in layout.extra:
-            _check_type(layer, layout.extra[layer.name], where)
-            _check_flattening(layer, where)
-        elif layer.type == "dagnn.ReLU":
-            _check_relu(layer, where)
-        elif layer.type in ("dagnn.Sum", LOSS_TYPE):
-            pass
-        elif layer.type in _PARAMLESS_TYPES:
-            raise MatConvNetError(
-                f"{where}: unexpected {layer.type} layer {layer.name!r} in a {family} FastAP "
-                "network")
+        elif role == "bn":
+            bn = layout.bns[layer.name]
+            _load_bn(book, layer, bn, paths[bn], state)
+            module_vars[bn] = layer.outputs[0]
+        elif role == "fc":
+            _load_fc(book, layer, fc, where, state)
         else:
-            raise MatConvNetError(
-                f"{where}: layer {layer.name!r} has type {layer.type!r}, which is not part of a "
-                f"{family} FastAP network (unexpected layer)")
+            _CHECKS[role](layer, layout, dim, where)
         if layer.type not in ("dagnn.Conv", "dagnn.BatchNorm") and layer.params:
             raise MatConvNetError(
                 f"{where}: layer {layer.name!r} ({layer.type}) lists unexpected params "
@@ -619,10 +667,55 @@ def convert_fastap(net: McnNet, family: str | None = None, *,
             raise MatConvNetError(
                 f"{where}: {seen[kind]} {kind} layers, a {family} network has {count}")
     book.check_all_used()
+    model.load_state_dict(state, strict=True)
     model.set_module_vars(module_vars)
     model.eval()
     log.info("converted %s (%s, D=%d): %d params mapped", where, family, dim, len(book.used))
     return model
+
+
+def _layer_role(layer: McnLayer, layout: FamilyLayout) -> str:
+    """What a layer is in the conversion: by its name in the family layout, else by type."""
+    for role, names in (("conv", layout.convs), ("bn", layout.bns), ("pool", layout.pools),
+                        ("extra", layout.extra)):
+        if layer.name in names:
+            return role
+    if layer.name in (HEAD_FC, HEAD_L2NORM):
+        return {HEAD_FC: "fc", HEAD_L2NORM: "l2norm"}[layer.name]
+    if layer.type == "dagnn.ReLU":
+        return "relu"
+    if layer.type in ("dagnn.Sum", LOSS_TYPE):
+        return "free"
+    return "unexpected-paramless" if layer.type in _PARAMLESS_TYPES else "unknown"
+
+
+def _unexpected_paramless(layer: McnLayer, layout: FamilyLayout, _dim: int, where: str) -> None:
+    raise MatConvNetError(f"{where}: unexpected {layer.type} layer {layer.name!r} in a "
+                          f"{layout.family} FastAP network")
+
+
+def _unknown(layer: McnLayer, layout: FamilyLayout, _dim: int, where: str) -> None:
+    raise MatConvNetError(
+        f"{where}: layer {layer.name!r} has type {layer.type!r}, which is not part of a "
+        f"{layout.family} FastAP network (unexpected layer)")
+
+
+def _check_extra(layer: McnLayer, layout: FamilyLayout, _dim: int, where: str) -> None:
+    _check_type(layer, layout.extra[layer.name], where)
+    _check_flattening(layer, where)
+
+
+#: The checks of the parameter-free roles (``conv``, ``bn`` and ``fc`` carry weights).
+_CHECKS: dict[str, Callable[[McnLayer, FamilyLayout, int, str], None]] = {
+    "pool": lambda layer, layout, _dim, where: _check_pool(layer, layout.pools[layer.name],
+                                                           where),
+    "l2norm": lambda layer, _layout, dim, where: _check_l2norm(layer, dim, where),
+    "extra": _check_extra,
+    "relu": lambda layer, _layout, _dim, where: _check_relu(layer, where),
+    "free": lambda *_: None,
+    "unexpected-paramless": _unexpected_paramless,
+    "unknown": _unknown,
+}
 
 
 def _base_output_var(net: McnNet, layout: FamilyLayout, where: str) -> str:
@@ -644,8 +737,9 @@ def _base_output_var(net: McnNet, layout: FamilyLayout, where: str) -> str:
     return base_var
 
 
-def _load_fc(book: _ParamBook, layer: McnLayer, fc: nn.Linear, where: str) -> None:
-    """Copy ``fc_w`` [1 1 in D] and ``fc_b`` [D 1] into the Linear layer."""
+def _load_fc(book: _ParamBook, layer: McnLayer, fc: nn.Linear, where: str,
+             state: dict[str, torch.Tensor]) -> None:
+    """``fc_w`` [1 1 in D] and ``fc_b`` [D 1] as the state entries of the Linear ``fc``."""
     size = (1, 1, fc.in_features, fc.out_features)
     got = _block_ints(layer, "size", where)
     if got != size:
@@ -657,10 +751,10 @@ def _load_fc(book: _ParamBook, layer: McnLayer, fc: nn.Linear, where: str) -> No
         if value is not None and _expand(value, len(expected)) != expected:
             raise MatConvNetError(f"{where}: layer 'fc': {key} {value}, expected {expected}")
     weight = book.take(layer, 0, size, "filter")
-    fc.weight.data = _tensor(weight[0, 0].T, fc.weight)
+    state["fc.weight"] = _tensor(weight[0, 0].T, fc.weight)
     if fc.bias is not None:
         bias = book.take(layer, 1, (fc.out_features, 1), "bias")
-        fc.bias.data = _tensor(bias.ravel(), fc.bias)
+        state["fc.bias"] = _tensor(bias.ravel(), fc.bias)
         _check_param_count(layer, 2, where)
     else:
         _check_param_count(layer, 1, where)
