@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -228,33 +230,29 @@ class McnSoftMax(nn.Module):
         return torch.softmax(x, dim=1)
 
 
+#: Layer spec type -> the module computing it (given the spec and the weights' dtype).
+MODULES: dict[type, Callable[[Any, torch.dtype], nn.Module]] = {
+    ConvSpec: McnConv,
+    ConvTransposeSpec: McnConvTranspose,
+    BatchNormSpec: McnBatchNorm,
+    PoolingSpec: lambda spec, _dtype: McnPooling(spec),
+    ReLUSpec: lambda spec, _dtype: McnReLU(spec),
+    LRNSpec: lambda spec, _dtype: McnLRN(spec),
+    SumSpec: lambda _spec, _dtype: McnSum(),
+    ConcatSpec: lambda spec, _dtype: McnConcat(spec),
+    PermuteSpec: lambda spec, _dtype: McnPermute(spec),
+    FlattenSpec: lambda spec, _dtype: McnFlatten(spec),
+    SoftMaxSpec: lambda _spec, _dtype: McnSoftMax(),
+    DropOutSpec: lambda _spec, _dtype: nn.Identity(),
+}
+
+
 def layer_module(spec: LayerSpec, dtype: torch.dtype) -> nn.Module:
-    """The PyTorch module computing one checked MatConvNet layer."""
-    if isinstance(spec, ConvSpec):
-        return McnConv(spec, dtype)
-    if isinstance(spec, ConvTransposeSpec):
-        return McnConvTranspose(spec, dtype)
-    if isinstance(spec, BatchNormSpec):
-        return McnBatchNorm(spec, dtype)
-    if isinstance(spec, PoolingSpec):
-        return McnPooling(spec)
-    if isinstance(spec, ReLUSpec):
-        return McnReLU(spec)
-    if isinstance(spec, LRNSpec):
-        return McnLRN(spec)
-    if isinstance(spec, SumSpec):
-        return McnSum()
-    if isinstance(spec, ConcatSpec):
-        return McnConcat(spec)
-    if isinstance(spec, PermuteSpec):
-        return McnPermute(spec)
-    if isinstance(spec, FlattenSpec):
-        return McnFlatten(spec)
-    if isinstance(spec, SoftMaxSpec):
-        return McnSoftMax()
-    if isinstance(spec, DropOutSpec):
-        return nn.Identity()
-    raise TypeError(f"no module for {type(spec).__name__}")
+    """The PyTorch module computing one checked MatConvNet layer (from ``MODULES``)."""
+    make = MODULES.get(type(spec))
+    if make is None:
+        raise TypeError(f"no module for {type(spec).__name__}")
+    return make(spec, dtype)
 
 
 def _module_key(name: str, taken: set[str]) -> str:
