@@ -4,7 +4,7 @@
 ``L2norm`` head) becomes a torchvision ResNet embedding model
 (:mod:`converters.fastap.families`); any other network becomes the generic graph module
 (:class:`converters.mcn.to_torch.McnModule`). The card records where the weights came from, what
-the network is, and the input it expects: the MATLAB input of MATLAB_PIPELINE.md section 4
+the network is, and the input it expects: the MATLAB input of docs/pipeline.md section 4
 and the torchvision alternative, both stated, neither guessed.
 """
 
@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 
-# MATLAB_PIPELINE.md section 4 (UNCONFIRMED there: batch_imagenet.m is not in the FastAP repo)
+# docs/pipeline.md section 4 (UNCONFIRMED there: batch_imagenet.m is not in the FastAP repo)
 MATLAB_PREPROCESSING: dict[str, Any] = {
-    "source": "MATLAB_PIPELINE.md section 4 (batch_imagenet.m of the authors' MIHash code; "
+    "source": "docs/pipeline.md section 4 (batch_imagenet.m of the authors' MIHash code; "
               "UNCONFIRMED for FastAP)",
     "dataset_preresize": "SOP and VehicleID images imresize(im, [256 256]) (bicubic, "
                          "antialiased, aspect ratio not kept), re-saved by imwrite as JPEG "

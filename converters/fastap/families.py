@@ -1,6 +1,6 @@
 """FastAP checkpoints as torchvision ResNets: family detection, the adapted model, weight mapping.
 
-A FastAP network (MATLAB_PIPELINE.md, section 2) is a base ResNet followed by ``fc``
+A FastAP network (docs/pipeline.md, section 2) is a base ResNet followed by ``fc``
 (``dagnn.Conv`` [1 1 in D]), ``L2norm`` (``dagnn.LRN`` [2D 0 1 0.5]) and the ``FastAP`` loss.
 Three base families are recognised from the names in the file:
 

@@ -2,7 +2,7 @@
 
 The first BatchNorm layer (``features_1`` / ``bn_conv1``) stores running statistics
 ``[mu sigma]`` of the first convolution's output under the training input
-(MATLAB_PIPELINE.md, section 4). Running that convolution on images preprocessed each
+(docs/pipeline.md, section 4). Running that convolution on images preprocessed each
 candidate way and comparing the per-channel mean and standard deviation of its output with
 the stored moments scores each candidate; the lowest score fits best. Candidates:
 

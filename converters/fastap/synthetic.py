@@ -3,7 +3,7 @@
 ``checkpoint_tree(family, ...)`` builds the plain tree (``{"net", "state", "stats"}``) that
 ``converters.matio.write.save_mat`` writes and ``converters.matio.read.load_mat`` returns, at full
 size: every layer, param and var of the base network under its MatConvNet name, then the
-FastAP head (MATLAB_PIPELINE.md, sections 1-2):
+FastAP head (docs/pipeline.md, sections 1-2):
 
 - ``fc``: ``dagnn.Conv`` size [1 1 in D], params ``fc_w`` (1x1xinxD), ``fc_b`` (Dx1);
 - ``L2norm``: ``dagnn.LRN`` param [2D 0 1 0.5], ``logits`` -> ``feats_l2``;

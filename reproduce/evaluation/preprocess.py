@@ -1,6 +1,6 @@
 """Named, recorded input preprocessing: the authors' MATLAB pipeline or torchvision's.
 
-``"matlab"`` (MATLAB_PIPELINE.md section 4; ``batch_imagenet.m`` itself is missing, so this
+``"matlab"`` (docs/pipeline.md section 4; ``batch_imagenet.m`` itself is missing, so this
 is a reconstruction, recorded as such):
 
 1. read the image as MATLAB and ``vl_imreadjpeg`` would: RGB uint8, or one grey channel for a
