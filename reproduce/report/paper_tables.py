@@ -95,7 +95,7 @@ def load_logs(folders: Sequence[str | os.PathLike[str]]) -> LogRuns:
             runs_frames.append(pd.read_csv(folder / "runs.csv"))
             epoch_frames.append(pd.read_csv(folder / "epochs.csv"))
         else:
-            runs, epochs, _ = read_logs([folder])
+            runs, epochs, _, _ = read_logs([folder])
             runs_frames.append(runs_table(runs))
             epoch_frames.append(epochs)
         sources.append(str(folder))
