@@ -448,8 +448,16 @@ def render_latex(frame: pd.DataFrame, title: str) -> str:
 
 
 def _partial(frame: pd.DataFrame) -> pd.Series:
-    """Per row: an evaluated value that is not the released model on the full test set."""
-    return frame["evaluated"].notna() & frame["evaluated_partial"].fillna(True).astype(bool)
+    """Per row: an evaluated value that is not the released model on the full test set (a
+    table CSV without the ``evaluated_partial`` flag says nothing, so counts as partial)."""
+    if "evaluated_partial" not in frame.columns:
+        return frame["evaluated"].notna()
+    flags = frame["evaluated_partial"].map(
+        lambda v: True if pd.isna(v) else str(v).strip().lower() in ("true", "1"))
+    return frame["evaluated"].notna() & flags.astype(bool)
+
+
+partial_rows = _partial
 
 
 def partial_notes(frame: pd.DataFrame) -> list[str]:

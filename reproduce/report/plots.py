@@ -36,7 +36,12 @@ from logs.frames import is_recall_column, recall_sort_key  # noqa: E402
 from reproduce.errors import InputError  # noqa: E402
 from reproduce.outputs import atomic_path, command_dir  # noqa: E402
 from reproduce.report.csv_input import read_csv_file  # noqa: E402
-from reproduce.report.paper_tables import TABLE_FILES, _run_options, load_logs  # noqa: E402
+from reproduce.report.paper_tables import (  # noqa: E402
+    TABLE_FILES,
+    _run_options,
+    load_logs,
+    partial_rows,
+)
 from reproduce.report.released_models import match_run  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -98,17 +103,6 @@ _BAR = 0.27
 _PARTIAL_COLOUR = "#b7dfb7"
 
 
-def _partial_rows(group: pd.DataFrame) -> np.ndarray:
-    """Per row: an evaluated value that is not the released model on the full test set (a
-    table CSV without the ``evaluated_partial`` column says nothing, so counts as partial)."""
-    evaluated = group["evaluated"].notna().to_numpy()
-    if "evaluated_partial" not in group.columns:
-        return evaluated
-    flags = group["evaluated_partial"].map(
-        lambda v: True if pd.isna(v) else str(v).strip().lower() in ("true", "1")).to_numpy()
-    return evaluated & flags.astype(bool)
-
-
 def plot_table(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     """Draw :func:`table_figure` and write it as ``stem.png`` / ``stem.pdf``."""
     return save_figure(table_figure(frame, title), stem)
@@ -131,7 +125,7 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
         metrics = list(group["metric"])
         x = np.arange(len(metrics))
         missing = 0
-        partial = _partial_rows(group)
+        partial = partial_rows(group).to_numpy()
         for i, (column, _, color) in enumerate(_SERIES):
             values = group[column].to_numpy(dtype=float)
             present = ~np.isnan(values)

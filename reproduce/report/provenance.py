@@ -102,7 +102,7 @@ def _count_checks(csv_path: Path) -> list[dict[str, Any]] | None:
     return None
 
 
-def _test_image_checks(checks: list[dict[str, Any]], dataset: str, metric: str
+def scored_image_checks(checks: list[dict[str, Any]], dataset: str, metric: str
                        ) -> list[dict[str, Any]]:
     """The checks that count the images ``metric`` is scored on (not train, not totals)."""
     chosen = [c for c in checks if str(c.get("what", "")).endswith("images")
@@ -127,7 +127,7 @@ def evaluated_on(row: Any, csv_path: Path, card: dict[str, Any], model: Released
             published = _count(row.get("published_images")) or published
     else:
         checks = _count_checks(csv_path)
-        chosen = _test_image_checks(checks, model.dataset, metric) if checks else []
+        chosen = scored_image_checks(checks, model.dataset, metric) if checks else []
         images = sum(int(c["found"]) for c in chosen) if chosen else None
         if chosen:
             published = sum(int(c["expected"]) for c in chosen)
