@@ -202,7 +202,7 @@ def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> Non
     described = basis.describe(released)
     step.detail += f" ({described})"
     if basis.reasons(released):
-        step.partial.append(f"{model_path.stem}: {described}")
+        step.partial.append(f"{model_path.stem}: {described.removeprefix('PARTIAL: ')}")
 
 
 def _logs(paths: Sequence[Path] | None, out: Path, step: Step) -> bool:

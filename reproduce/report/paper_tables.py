@@ -468,7 +468,8 @@ def partial_notes(frame: pd.DataFrame) -> list[str]:
                                                        sort=False):
         for basis in dict.fromkeys(group["evaluated_on"].astype(str)):
             metrics = ", ".join(group[group["evaluated_on"].astype(str) == basis]["metric"])
-            notes.append(f"FastAP {backbone} M={batch} D={dim} ({metrics}): {basis}")
+            notes.append(f"FastAP {backbone} M={int(batch)} D={int(dim)} ({metrics}): "
+                         + basis.removeprefix("PARTIAL: "))
     return notes
 
 

@@ -154,6 +154,9 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
         if not np.isfinite(group[[c for c, _, _ in _SERIES]].to_numpy(dtype=float)).any():
             ax.text(0.5, 0.5, "no value available\n(published, logs and model missing)",
                     transform=ax.transAxes, ha="center", fontsize=8, color="tab:red")
+        if partial.any():
+            ax.text(0.02, 0.98, "model: PARTIAL", transform=ax.transAxes, fontsize=8,
+                    color="tab:red", va="top")
         if notes:
             ax.set_xlabel(textwrap.fill(" | ".join(notes), 52), fontsize=7, color="tab:red")
     axes[0][0].set_ylim(0.0, 100.0)
@@ -161,6 +164,8 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
     handles = [plt.Rectangle((0, 0), 1, 1, color=color) for _, _, color in _SERIES]
     labels = ["published", "logs (SIMULATED sample diaries)" if simulated else "logs",
               "converted model (released epoch, full test set)"]
+    if any_partial and not (fastap["evaluated"].notna() & ~partial_rows(fastap)).any():
+        handles, labels = handles[:2], labels[:2]  # no full-test-set value to show
     if any_partial:
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=_PARTIAL_COLOUR, hatch="///",
                                      edgecolor="tab:green"))

@@ -107,8 +107,10 @@ def test_partial_evaluation_is_never_the_released_model(real_run: tuple[int, Pat
     assert "| converted model | 100.0" not in md
     assert "epoch 3 checkpoint (released: epoch 20); 12 of the 60,502 test images" in md
     summary = (out / "reproduce" / "summary.md").read_text()
-    assert ("- PARTIAL: products-FastAP-512-resnet18__net-epoch-3: PARTIAL: epoch 3 checkpoint "
+    assert ("- PARTIAL: products-FastAP-512-resnet18__net-epoch-3: epoch 3 checkpoint "
             "(released: epoch 20); 12 of the 60,502 test images") in summary
+    assert "- PARTIAL: table1_products: FastAP ResNet-18 M=256 D=512 (R@1, R@10): epoch 3" \
+        in summary
     last = summary.splitlines()[-1]
     assert "PARTIAL evaluations, NOT the released models" in last
     assert "every check passed" not in last
