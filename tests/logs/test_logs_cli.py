@@ -165,3 +165,13 @@ def test_intact_checkpoint_without_stats_says_so(tmp_path: Path) -> None:
     whole = _stats_checkpoint(tmp_path / "whole" / "net-epoch-7.mat")
     assert mat_v5_truncation(whole) is None
     assert len(load_checkpoint_stats(whole)["train"]) == 7
+
+
+def test_counts_stay_integers_beside_empty_cells(tmp_path: Path) -> None:
+    simulate_run(tmp_path / "in", SimSpec(epochs=2, test_interval=2, seed=4))
+    logs_command([tmp_path / "in", REAL_LOGS], tmp_path / "res")  # pasted logs: no `completed`
+    runs = pd.read_csv(tmp_path / "res" / "runs.csv", dtype=str)
+    assert sorted(runs["completed"].dropna()) == ["2"] and runs["completed"].isna().sum() == 4
+    assert set(runs["last_epoch"].dropna()) == {"2"}
+    details = pd.read_csv(tmp_path / "res" / "epoch_details.csv", dtype=str)
+    assert details["batch_size"].tolist() == ["256", "256"]
