@@ -156,10 +156,10 @@ def _dataset_root(data: Path, dataset: str) -> Path | None:
     return None
 
 
-def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> None:
+def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> bool:
     """Evaluate one converted model on the dataset named by its training options and say
     what the numbers were computed on (PARTIAL unless the released epoch on every test
-    image)."""
+    image); True when the results went where the tables look (a released configuration)."""
     from reproduce.evaluation.evaluate import evaluate
     from reproduce.report.paper_tables import model_card
     from reproduce.report.provenance import EvaluatedOn, scored_image_checks
@@ -171,16 +171,16 @@ def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> Non
     if dataset not in DATA_FOLDERS:
         step.gaps.append(f"the model card names no known dataset ({dataset!r}); evaluate it "
                          "with `fastap evaluate --dataset ...`")
-        return
+        return False
     if data is None:
         step.gaps.append(f"--data DIR with {dataset or 'the dataset'} would give Recall@K "
                          "of this model")
-        return
+        return False
     root = _dataset_root(data, dataset)
     if root is None:
         step.gaps.append(f"{data}: no folder named any of "
                          f"{list(DATA_FOLDERS.get(dataset, (dataset,)))} for this model")
-        return
+        return False
     released = match_run(options, model_path.stem.replace("__", "/"))
     # only released configurations go where the tables look
     where = out / ("evaluations" if released else "evaluations_other") / model_path.stem
@@ -193,7 +193,7 @@ def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> Non
     if released is None:
         step.detail += " (PARTIAL: not one of the released configurations, not in the tables)"
         step.partial.append(f"{model_path.stem}: not a released configuration")
-        return
+        return False
     checks = scored_image_checks(list(result["dataset"].get("count_checks") or []), dataset, "")
     basis = EvaluatedOn(epoch=card.get("epoch"),
                         images=sum(int(c["found"]) for c in checks) if checks else None,
@@ -203,6 +203,7 @@ def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> Non
     step.detail += f" ({described})"
     if basis.reasons(released):
         step.partial.append(f"{model_path.stem}: {described.removeprefix('PARTIAL: ')}")
+    return True
 
 
 def _logs(paths: Sequence[Path] | None, out: Path, step: Step) -> bool:
@@ -367,11 +368,13 @@ def _run_stages(steps: list[Step], folder: Path, out_root: Path,
                 converted.append(target)
         bar.update()
         bar.set_postfix_str("evaluate")
+        have_evaluations = False
         if real_checkpoints:
             for path in converted:
                 step = Step(f"evaluate {path.stem}", made_from=str(path))
                 steps.append(step)
-                guarded(step, lambda s, p=path: _evaluate(p, data_path, out_root, s))
+                if guarded(step, lambda s, p=path: _evaluate(p, data_path, out_root, s)):
+                    have_evaluations = True
         else:
             steps.append(Step("evaluate", gaps=[
                 "--models DIR and --data DIR would evaluate the converted released models "
@@ -385,8 +388,6 @@ def _run_stages(steps: list[Step], folder: Path, out_root: Path,
         logs_ready = bool(guarded(step, lambda s: _logs(logs, out_root, s)))
         bar.update()
         bar.set_postfix_str("tables")
-        have_evaluations = any(s.name.startswith("evaluate ") and s.status == "ok"
-                               and "not in the tables" not in s.detail for s in steps)
         step = Step("tables")
         steps.append(step)
         guarded(step, lambda s: _tables(out_root, logs_ready, have_evaluations, logs_label, s))

@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 from logs.frames import is_recall_column, recall_sort_key  # noqa: E402
 from reproduce.errors import InputError  # noqa: E402
 from reproduce.outputs import atomic_path, command_dir  # noqa: E402
-from reproduce.report.csv_input import read_csv_file  # noqa: E402
+from reproduce.report.csv_input import check_numeric, read_csv_file  # noqa: E402
 from reproduce.report.paper_tables import (  # noqa: E402
     TABLE_FILES,
     _run_options,
@@ -97,6 +97,9 @@ def plot_curves(epochs: pd.DataFrame, run: str, released_epoch: int | None, simu
     return save_figure(fig, stem)
 
 
+PARITY_COLUMNS = {"case", "quantity", "max_abs_err", "max_rel_err", "tolerance", "verdict"}
+TABLE_COLUMNS = {"method", "backbone", "batch_size", "dim", "metric", "published", "status",
+                 "logs_value", "evaluated", "note"}
 _SERIES = (("published", "published", "tab:gray"), ("logs_value", "logs", "tab:blue"),
            ("evaluated", "converted model", "tab:green"))
 _BAR = 0.27
@@ -242,9 +245,9 @@ def parity_figure(parity: pd.DataFrame) -> Any:
     tolerance; a cell whose tolerance is an entrywise bound (no single number) shows its
     verdict only. Quantities a case lacks stay blank.
     """
-    needed = {"case", "quantity", "max_abs_err", "max_rel_err", "tolerance", "verdict"}
-    if not needed <= set(parity.columns):
-        raise InputError(f"parity CSV lacks columns {sorted(needed - set(parity.columns))}")
+    missing = PARITY_COLUMNS - set(parity.columns)
+    if missing:
+        raise InputError(f"parity CSV lacks columns {sorted(missing)}")
     cases = list(dict.fromkeys(parity["case"].astype(str)))
     quantities = list(dict.fromkeys(parity["quantity"].astype(str)))
     shape = (len(cases), len(quantities))
@@ -307,9 +310,20 @@ def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
     if tables:
         for table, stem in TABLE_FILES.items():
             path = Path(tables) / f"{stem}.csv"
-            table_frames[stem] = (table, read_csv_file(path, "fastap tables CSV (run fastap "
-                                                             "tables)"))
-    parity_frame = read_csv_file(parity, "parity CSV (run fastap parity)") if parity else None
+            frame = read_csv_file(path, "fastap tables CSV (run fastap tables)")
+            missing = TABLE_COLUMNS - set(frame.columns)
+            if missing:
+                raise InputError(f"{path}: not a fastap tables CSV: columns {sorted(missing)} "
+                                 "missing")
+            table_frames[stem] = (table, check_numeric(frame, path, (
+                "batch_size", "dim", "published", "logs_value", "evaluated")))
+    parity_frame = None
+    if parity:
+        parity_frame = read_csv_file(parity, "parity CSV (run fastap parity)")
+        missing = PARITY_COLUMNS - set(parity_frame.columns)
+        if missing:
+            raise InputError(f"{parity}: not a parity CSV: columns {sorted(missing)} missing")
+        check_numeric(parity_frame, parity, ("max_abs_err", "max_rel_err"))
     folder = command_dir(out, "plots", arguments or {
         "logs": [str(p) for p in logs or []], "tables": str(tables or ""),
         "parity": str(parity or ""), "out": str(out)})

@@ -119,3 +119,19 @@ def test_parity_cells_are_error_over_tolerance() -> None:
     assert notes == ["0\nidentical", "5e-01\n2 ulp", "5e-01\nrel 1e-12", "5e-01\nrel 2e-04",
                      "x\nentrywise"]
     plt.close(fig)
+
+
+def test_bad_parity_and_table_csvs_are_named(tmp_path: Path) -> None:
+    (tmp_path / "parity.csv").write_text(
+        "case,quantity,max_abs_err,max_rel_err,tolerance,verdict\na,h,0,abc,rel 1e-12,pass\n")
+    with pytest.raises(InputError, match=r"parity.csv:2: column 'max_rel_err': 'abc'"):
+        plots_command(parity=tmp_path / "parity.csv", out=tmp_path / "out")
+    (tmp_path / "parity.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(InputError, match=r"parity.csv: not a text CSV file"):
+        plots_command(parity=tmp_path / "parity.csv", out=tmp_path / "out")
+    (tmp_path / "tables").mkdir()
+    for name in ("table1_products", "table2_inshop", "table3_vid"):
+        (tmp_path / "tables" / f"{name}.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match=r"table1_products.csv: not a fastap tables CSV"):
+        plots_command(tables=tmp_path / "tables", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
