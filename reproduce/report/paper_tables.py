@@ -7,6 +7,12 @@ log at the released epoch, the value from evaluating the converted model, and th
 differences. Competitor rows are copied as published. Missing inputs stay empty (the
 Markdown/LaTeX renderings say "missing"), never zero. All values are percent.
 
+Each evaluated value carries what it was computed on (``evaluated_epoch``,
+``evaluated_images``, ``published_images``, ``evaluated_synthetic``, ``evaluated_on``; see
+:mod:`reproduce.report.provenance`). One that is not the released checkpoint on the full
+test set is ``evaluated_partial``: the renderings tag it ``[partial]`` and explain it under
+the table, and it is left out of ``evaluated_minus_published`` and ``evaluated_minus_logs``.
+
 Inputs:
 - logs: folders written by ``fastap logs`` (``epochs.csv`` + ``runs.csv``) or folders of
   diaries (parsed on the fly). Diary recall is a fraction (``%.3f``) and becomes percent.
@@ -18,7 +24,12 @@ Inputs:
   protocol. The configuration comes from ``dataset`` + ``arch``/``backbone`` +
   ``batch_size``/``batchSize`` + ``dim`` columns, else from the ``model`` column: a registry
   key (``products-resnet50-M256-D512``), a converted ``.pt`` whose card holds the training
-  ``opts``, or a path that follows the experiment-folder naming.
+  ``opts``, or a path that follows the experiment-folder naming. Optional columns ``epoch``,
+  ``images``, ``published_images``, ``synthetic`` state what a value was computed on.
+
+Bad input is an ``InputError`` naming the file (and line and column): a CSV that is binary
+or lacks the columns, a cell that is not a number, an evaluation row naming no released
+configuration, a ``--logs`` folder with neither ``fastap logs`` output nor a diary.
 """
 
 from __future__ import annotations
