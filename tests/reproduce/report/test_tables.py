@@ -193,7 +193,8 @@ def test_inputs_that_give_nothing_are_errors(tmp_path: Path, fastap, capsys) -> 
     assert not out.exists()
 
 
-def test_partial_evaluation_is_marked_and_not_differenced(tmp_path: Path) -> None:
+def test_partial_evaluation_is_marked_and_not_differenced(tmp_path: Path, fastap,
+                                                          capsys) -> None:
     """An epoch-3 checkpoint scored on 12 images is shown as partial, never as the release."""
     import json
 
@@ -212,7 +213,10 @@ def test_partial_evaluation_is_marked_and_not_differenced(tmp_path: Path) -> Non
     published = tmp_path / "pub.csv"
     published.write_text(PUBLISHED + "1,products,FastAP,ResNet-18,256,512,R@1,71.0,"
                                      "secondary,s5\n")
-    tables_command(None, tmp_path / "evaluations", published, tmp_path / "out")
+    assert fastap(["tables", "--evaluations", str(tmp_path / "evaluations"), "--published",
+                   str(published), "--out", str(tmp_path / "out")]) == 0
+    assert ("PARTIAL (not the released model on the full test set): FastAP ResNet-18 M=256 "
+            "D=512 (R@1, R@10): epoch 3 checkpoint") in capsys.readouterr().out
     t1 = pd.read_csv(tmp_path / "out" / "tables" / "table1_products.csv")
     r18 = t1[t1["backbone"] == "ResNet-18"].set_index("metric")
     assert r18.loc["R@1", "evaluated"] == 100.0 and r18.loc["R@1", "evaluated_partial"]
