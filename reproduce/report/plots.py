@@ -145,6 +145,7 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
                 ax.text(xi - _BAR, row["published"] - 2.0, str(row["status"])[:5], rotation=90,
                         fontsize=7, ha="center", va="top", color="white")
         ax.set_xticks(x, metrics, rotation=30, fontsize=8)
+        ax.set_xlim(-0.6, len(metrics) - 0.4)  # every group of bars inside, same margins
         ax.set_title(f"{backbone} M={int(batch)} D={int(dim)}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
         notes = []
@@ -159,7 +160,8 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
                     transform=ax.transAxes, ha="center", fontsize=8, color="tab:red")
         if partial.any():
             ax.text(0.02, 0.98, "model: PARTIAL", transform=ax.transAxes, fontsize=8,
-                    color="tab:red", va="top")
+                    color="tab:red", va="top", zorder=5,
+                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"})
         if notes:
             ax.set_xlabel(textwrap.fill(" | ".join(notes), 52), fontsize=7, color="tab:red")
     axes[0][0].set_ylim(0.0, 100.0)
