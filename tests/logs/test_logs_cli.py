@@ -175,3 +175,14 @@ def test_counts_stay_integers_beside_empty_cells(tmp_path: Path) -> None:
     assert set(runs["last_epoch"].dropna()) == {"2"}
     details = pd.read_csv(tmp_path / "res" / "epoch_details.csv", dtype=str)
     assert details["batch_size"].tolist() == ["256", "256"]
+
+
+def test_binary_diary_beside_a_good_run_is_reported_not_fatal(tmp_path: Path, fastap,
+                                                              capsys) -> None:
+    simulate_run(tmp_path / "good", SimSpec(epochs=2, test_interval=2, seed=4))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "diary_001.txt").write_bytes(b"processEpoch: x\n\x00\x01")
+    assert fastap(["logs", str(tmp_path / "good"), str(tmp_path / "bad"), "--out",
+                   str(tmp_path / "o")]) == 1
+    assert "bad/diary_001.txt: binary file (NUL byte at offset 16)" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "o" / "epochs.csv")["epoch"].tolist() == [1, 2]
