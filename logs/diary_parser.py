@@ -32,14 +32,34 @@ _DIARY_NUMBER = re.compile(r"^diary_(\d+)\.txt$", re.IGNORECASE)
 SIMULATED_PREFIX = "simulated"
 
 
+#: How much of a line the reports quote; a longer line is cut and its length stated.
+MAX_QUOTED_CHARS = 500
+#: Lines longer than this are not matched against the diary patterns (no diary line is).
+MAX_LINE_CHARS = 100_000
+
+
+def quote(text: str) -> str:
+    """``text`` as the reports show it: cut after ``MAX_QUOTED_CHARS`` with its length said."""
+    if len(text) <= MAX_QUOTED_CHARS:
+        return text
+    return (text[:MAX_QUOTED_CHARS]
+            + f" ... [cut: the line is {len(text):,} characters long]")
+
+
 @dataclass
 class LineIssue:
-    """A line the parser could not use: where it is, what it says, why it was not used."""
+    """A line the parser could not use: where it is, what it says, why it was not used.
+
+    ``text`` is quoted with :func:`quote`, so a runaway line does not fill the reports.
+    """
 
     file: str
     line: int
     text: str
     reason: str
+
+    def __post_init__(self) -> None:
+        self.text = quote(self.text)
 
 
 @dataclass
@@ -176,15 +196,18 @@ def _span(values: Sequence[int]) -> str:
 def read_lines(path: Path) -> tuple[list[str], bool]:
     """The file's lines without line ends (LF or CRLF) and whether the last one was ended.
 
-    Raises :class:`LogFormatError` for a binary file. Text that is not UTF-8 is read as
-    Latin-1 (MATLAB on Windows writes its code page).
+    Raises :class:`LogFormatError` for a binary file (a NUL byte anywhere: MATLAB diaries
+    never hold one). Text that is not UTF-8 is read as Latin-1 (MATLAB on Windows writes its
+    code page).
     """
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise LogFormatError(f"{path}: cannot read diary: {exc.strerror or exc}") from exc
-    if b"\x00" in raw[:4096]:
-        raise LogFormatError(f"{path}: binary file (NUL bytes), not a MATLAB diary")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise LogFormatError(f"{path}: binary file (NUL byte at offset {nul}), not a MATLAB "
+                             "diary")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -231,6 +254,12 @@ class _DiaryReader:
         self.run.unrecognised.append(LineIssue(self.run.path.name, number, text, reason))
 
     def line(self, number: int, text: str) -> None:
+        if len(text) > MAX_LINE_CHARS:
+            self.issue(number, text, f"line of {len(text):,} characters, longer than any "
+                       "diary line: not used")
+            self.run.counts["unrecognised"] += 1
+            self.block = None
+            return
         parsed = dl.classify(text)
         if parsed is None:
             if self.after_error_in:

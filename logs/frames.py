@@ -81,9 +81,11 @@ def epoch_details_table(runs: Iterable[Run]) -> pd.DataFrame:
                 "checkpoint": record.checkpoint, "eval_seconds": record.eval_seconds or None,
                 "date": record.date, "host": record.host, "diary": record.source,
             })
-    return pd.DataFrame(rows, columns=["run", "epoch", "lr", "solver", "mode", "meta_classes",
-                                       "progress_lines", "batches", "batch_size", "last_hz",
-                                       "checkpoint", "eval_seconds", "date", "host", "diary"])
+    frame = pd.DataFrame(rows, columns=["run", "epoch", "lr", "solver", "mode", "meta_classes",
+                                        "progress_lines", "batches", "batch_size", "last_hz",
+                                        "checkpoint", "eval_seconds", "date", "host", "diary"])
+    return _integers(frame, ("epoch", "meta_classes", "progress_lines", "batches",
+                             "batch_size"))
 
 
 def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
@@ -122,7 +124,16 @@ def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
                "evaluated_epochs", "resumed_from", "completed", "model_seconds",
                "imdb_seconds", "lines", "unrecognised_lines",
                "matlab_messages", "notes", "options_json"]
-    return pd.DataFrame(rows, columns=columns)
+    return _integers(pd.DataFrame(rows, columns=columns),
+                     ("first_epoch", "last_epoch", "completed", "lines", "unrecognised_lines",
+                      "matlab_messages"))
+
+
+def _integers(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Counts stay integers in the CSV (``50``, not ``50.0``) even beside empty cells."""
+    for column in columns:
+        frame[column] = pd.to_numeric(frame[column]).astype("Float64").astype("Int64")
+    return frame
 
 
 def unrecognised_table(runs: Sequence[Run]) -> pd.DataFrame:

@@ -99,6 +99,8 @@ class ModelCard:
     input_scaling: dict[str, Any] | None = None
     #: Evaluated metrics when known, by dataset and protocol.
     metrics: dict[str, Any] | None = None
+    #: Whether the source is a SYNTHETIC checkpoint (random weights written by this toolkit).
+    synthetic: bool = False
     format_version: int = CARD_FORMAT_VERSION
 
     @property

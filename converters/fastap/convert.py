@@ -35,6 +35,7 @@ from converters.fastap.families import (
 )
 from converters.fastap.input_scaling import check_input_scaling, read_images
 from converters.fastap.model_file import SAFETENSORS_SUFFIX, save_model
+from converters.fastap.synthetic import SYNTHETIC_META
 from converters.mcn.net import McnNet
 from converters.mcn.reader import read_network
 from converters.mcn.to_torch import McnModule
@@ -163,7 +164,8 @@ def _source_fields(net: McnNet) -> dict[str, Any]:
     epoch, epoch_from = checkpoint_epoch(net)
     return {"source_file": net.source, "source_name": os.path.basename(net.source or ""),
             "source_sha256": file_sha256(net.source), "source_format": net.format,
-            "epoch": epoch, "epoch_from": epoch_from}
+            "epoch": epoch, "epoch_from": epoch_from,
+            "synthetic": SYNTHETIC_META in (net.meta or {})}
 
 
 def fastap_card(net: McnNet, model: FastAPEmbedding) -> ModelCard:

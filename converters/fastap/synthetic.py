@@ -206,6 +206,10 @@ def fastap_opt(family: str, dim: int, *, num_epochs: int = 30) -> dict[str, Any]
                       "10bins-batch256-adam1e-05mult10-WD0.0005"}
 
 
+#: The ``net.meta`` field that marks a checkpoint written here (conversion records it).
+SYNTHETIC_META = "synthetic"
+
+
 def _meta(family: str) -> dict[str, Any]:
     """``net.meta`` as the base model carried it."""
     if family == FAMILY_RESNET50_CAFFE:
@@ -221,7 +225,8 @@ def _meta(family: str) -> dict[str, Any]:
                          "averageImage": np.array(IMAGENET_MEAN, np.float32),
                          "imageStd": np.array(IMAGENET_STD, np.float32)}
     return {"normalization": normalization,
-            "inputs": {"name": "data", "size": np.array([224.0, 224.0, 3.0, 10.0])}}
+            "inputs": {"name": "data", "size": np.array([224.0, 224.0, 3.0, 10.0])},
+            SYNTHETIC_META: "random weights written by fastap-repro, not a trained model"}
 
 
 def _state(params: list[dict[str, Any]], rng: np.random.Generator, t: int) -> dict[str, Any]:

@@ -7,18 +7,28 @@ sample diaries parsed, and the tables and figures made from them. Given real inp
 each converted model on the dataset its training options name, parses the real diaries and
 fills the tables from all of it. The summary says what was regenerated from what and which
 inputs would fill each remaining gap.
+
+Each stage, and each model within the convert and evaluate stages, runs on its own: bad
+input in one (a truncated checkpoint, a folder with no FastAP diary) fails that stage with
+its error in the summary while the others go on; ``summary.md`` is always written, and the
+job's result is not ok when anything failed. An evaluation that is not the released
+checkpoint on the full test set (another epoch, fewer images, a synthetic checkpoint) is
+PARTIAL: the evaluate step, the tables, the figures and the closing line all say so.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
+from converters.errors import MatConvNetError
+from logs.errors import LogFormatError
 from reproduce.errors import InputError
 from reproduce.outputs import DEFAULT_OUT, command_dir, write_csv, write_text
 from reproduce.paths import DEFAULT_FIXTURE_DIRS
@@ -26,6 +36,9 @@ from reproduce.paths import DEFAULT_FIXTURE_DIRS
 log = logging.getLogger(__name__)
 
 SYNTHETIC_FAMILY = "resnet18-pt-mcn"
+#: Bad input in one stage or model: that stage fails, the job goes on. Anything else is a
+#: bug and stops the job (after the summary is written).
+INPUT_ERRORS = (InputError, MatConvNetError, LogFormatError)
 # Folder names under --data that hold each dataset (ours first, then the official names).
 DATA_FOLDERS = {
     "products": ("products", "Stanford_Online_Products"),
@@ -44,6 +57,7 @@ class Step:
     outputs: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
     detail: str = ""
+    partial: list[str] = field(default_factory=list)  # values not from the released model
 
 
 @dataclass
@@ -60,12 +74,24 @@ class JobResult:
         return all(step.status != "failed" for step in self.steps)
 
 
-def _parity(out: Path) -> Step:
-    """Compare the FastAP port and Recall@K with the saved MATLAB values."""
+def guarded(step: Step, work: Callable[[Step], Any]) -> Any:
+    """Run ``work(step)``; bad input marks the step failed with its error (returns None)."""
+    try:
+        return work(step)
+    except INPUT_ERRORS as exc:
+        log.error("%s: %s", step.name, exc)
+        step.status = "failed"
+        step.detail = f"error: {exc}"
+        return None
+
+
+def _parity(out: Path, step: Step) -> bool:
+    """Compare the FastAP port and Recall@K with the saved MATLAB values; True when the
+    parity CSV was written."""
     from reproduce.parity.run import run_parity
 
-    step = Step("parity", made_from="saved MATLAB values shipped as " + ", ".join(
-        d.name for d in DEFAULT_FIXTURE_DIRS))
+    step.made_from = "saved MATLAB values shipped as " + ", ".join(
+        d.name for d in DEFAULT_FIXTURE_DIRS)
     rows, ok = run_parity(list(DEFAULT_FIXTURE_DIRS), out)
     failed = [f"{r.case}/{r.quantity}" for r in rows if not r.passed]
     cases = len({r.case for r in rows})
@@ -74,17 +100,16 @@ def _parity(out: Path) -> Step:
     if failed:
         step.detail += "; failing: " + ", ".join(failed[:10])
     step.outputs.append(str(out / "parity" / "parity.csv"))
-    return step
+    return True
 
 
-def _convert_and_verify(checkpoint: Path, models_out: Path) -> tuple[Step, Path]:
+def _convert_and_verify(checkpoint: Path, models_out: Path, step: Step) -> Path:
     """Convert one checkpoint, check it against the reference executor, write the model."""
     from converters.fastap.convert import convert_network
     from converters.fastap.model_file import save_model
     from converters.fastap.verify import comparison_table, make_inputs, verify_model
     from converters.mcn.reader import read_network
 
-    step = Step(f"convert {checkpoint.name}", made_from=str(checkpoint))
     net = read_network(checkpoint)
     model, card = convert_network(net)
     target = models_out / f"{checkpoint.parent.name}__{checkpoint.stem}.pt"
@@ -98,7 +123,7 @@ def _convert_and_verify(checkpoint: Path, models_out: Path) -> tuple[Step, Path]
     step.detail = (f"family {card.family}, {len(comparisons)} variables against the "
                    f"reference: min cosine {worst:.7f}, max rel L2 {worst_rel:.2e}")
     step.outputs += [str(target), str(target.with_suffix(".verify.csv"))]
-    return step, target
+    return target
 
 
 def _synthetic_checkpoint(folder: Path) -> Path:
@@ -131,84 +156,127 @@ def _dataset_root(data: Path, dataset: str) -> Path | None:
     return None
 
 
-def _evaluate(model_path: Path, data: Path | None, out: Path) -> Step:
-    """Evaluate one converted model on the dataset named by its training options."""
+def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> bool:
+    """Evaluate one converted model on the dataset named by its training options and say
+    what the numbers were computed on (PARTIAL unless the released epoch on every test
+    image); True when the results went where the tables look (a released configuration)."""
     from reproduce.evaluation.evaluate import evaluate
-    from reproduce.report.paper_tables import model_card_options
+    from reproduce.report.paper_tables import model_card
+    from reproduce.report.provenance import EvaluatedOn, scored_image_checks
+    from reproduce.report.released_models import match_run
 
-    dataset = str(model_card_options(model_path).get("dataset") or "")
-    step = Step(f"evaluate {model_path.stem}", made_from=str(model_path))
+    card = model_card(model_path)
+    options = dict(card.opts or {}) if card else {}
+    dataset = str(options.get("dataset") or "")
     if dataset not in DATA_FOLDERS:
         step.gaps.append(f"the model card names no known dataset ({dataset!r}); evaluate it "
                          "with `fastap evaluate --dataset ...`")
-        return step
+        return False
     if data is None:
         step.gaps.append(f"--data DIR with {dataset or 'the dataset'} would give Recall@K "
                          "of this model")
-        return step
+        return False
     root = _dataset_root(data, dataset)
     if root is None:
         step.gaps.append(f"{data}: no folder named any of "
                          f"{list(DATA_FOLDERS.get(dataset, (dataset,)))} for this model")
-        return step
-    result = evaluate(model_path, dataset, root, out=out / "evaluations" / model_path.stem)
+        return False
+    released = match_run(options, model_path.stem.replace("__", "/"))
+    # only released configurations go where the tables look
+    where = out / ("evaluations" if released else "evaluations_other") / model_path.stem
+    result = evaluate(model_path, dataset, root, out=where)
     step.status = "ok"
     step.detail = "; ".join(f"{name}: " + ", ".join(
         f"R@{k}={100 * r:.1f}" for k, r in zip(p["Ks"], p["recall"], strict=True))
         for name, p in result["protocols"].items())
     step.outputs.append(str(result["folder"]))
-    return step
+    if released is None:
+        step.detail += " (PARTIAL: not one of the released configurations, not in the tables)"
+        step.partial.append(f"{model_path.stem}: not a released configuration")
+        return False
+    checks = scored_image_checks(list(result["dataset"].get("count_checks") or []), dataset, "")
+    basis = EvaluatedOn(epoch=card.epoch if card else None,
+                        images=sum(int(c["found"]) for c in checks) if checks else None,
+                        published_images=sum(int(c["expected"]) for c in checks) if checks
+                        else None, synthetic=bool(card and card.synthetic))
+    described = basis.describe(released)
+    step.detail += f" ({described})"
+    if basis.reasons(released):
+        step.partial.append(f"{model_path.stem}: {described.removeprefix('PARTIAL: ')}")
+    return True
 
 
-def _logs(paths: Sequence[Path] | None, out: Path) -> Step:
-    """Parse the diaries (default: the SIMULATED samples) into per-epoch tables."""
-    from reproduce.report.log_tables import SAMPLES_DIR, logs_command
+def _logs(paths: Sequence[Path] | None, out: Path, step: Step) -> bool:
+    """Parse the diaries (default: the SIMULATED samples) into per-epoch tables; True when
+    ``out/logs`` now holds them (even if some file beside the others could not be read)."""
+    from reproduce.report.log_tables import logs_command
 
-    sources = list(paths) if paths else [SAMPLES_DIR]
-    simulated = not paths
-    step = Step("logs", made_from=("SIMULATED sample diaries in " if simulated else "diaries in ")
-                + ", ".join(str(p) for p in sources))
-    result = logs_command(sources, out / "logs")
-    step.status = "ok"
+    if not paths:
+        step.gaps.append("--logs DIR with the authors' diary_NNN.txt files would replace the "
+                         "simulated curves and log columns")
+    result = logs_command(list(paths) if paths else None, out / "logs")
     unknown = len(result.unrecognised)
+    step.status = "ok"
     step.detail = (f"{len(result.runs)} runs, {len(result.epochs)} epoch rows, "
                    f"{unknown} unrecognised lines (listed in unrecognised.csv)")
     step.outputs += [str(p) for p in result.files.values()]
-    if simulated:
-        step.gaps.append("--logs DIR with the authors' diary_NNN.txt files would replace the "
-                         "simulated curves and log columns")
-    return step
+    if result.bad_files:
+        step.status = "failed"
+        step.detail += ("; NOT READ (the other files were used): "
+                        + "; ".join(bad.error for bad in result.bad_files))
+    return True
 
 
-def _tables_and_plots(out: Path, have_evaluations: bool, simulated_logs: bool) -> list[Step]:
-    """Tables 1-3 and every figure their inputs allow."""
-    from reproduce.report.paper_tables import tables_command
+def _tables(out: Path, logs_ready: bool, have_evaluations: bool, logs_label: str,
+            step: Step) -> None:
+    """Tables 1-3 from the published numbers, the logs and the evaluations this run made."""
+    import pandas as pd
+
+    from reproduce.report.paper_tables import partial_notes, tables_command
+
+    step.made_from = ("published_results.csv (with its status column)"
+                      + (f", {logs_label}" if logs_ready else "")
+                      + (", evaluations" if have_evaluations else ""))
+    written = tables_command(logs=[out / "logs"] if logs_ready else None,
+                             evaluations=out / "evaluations" if have_evaluations else None,
+                             out=out)
+    step.status = "ok"
+    step.outputs += [str(p) for p in written.values()]
+    if not logs_ready:
+        step.gaps.append("the log columns stay empty: the logs stage gave no tables")
+    if not have_evaluations:
+        step.gaps.append("the 'evaluated' columns stay empty: released checkpoints "
+                         "(--models) and datasets (--data) would fill them")
+    for path in written.values():
+        step.partial += [f"{path.stem}: {note}" for note in partial_notes(pd.read_csv(path))]
+    if step.partial:
+        step.detail = (f"{len(step.partial)} configuration(s) with PARTIAL evaluated values, "
+                       "marked [partial] and left out of the differences to published")
+
+
+def _plots(out: Path, logs_ready: bool, tables_ready: bool, parity_ready: bool,
+           logs_label: str, step: Step) -> None:
+    """Every figure the stages before made inputs for."""
     from reproduce.report.plots import plots_command
 
-    evaluations = out / "evaluations" if have_evaluations else None
-    logs_label = "SIMULATED sample logs" if simulated_logs else "parsed logs"
-    tables = Step("tables", made_from=f"published_results.csv (with its status column), "
-                  f"{logs_label}" + (", evaluations" if have_evaluations else ""))
-    written = tables_command(logs=[out / "logs"], evaluations=evaluations, out=out)
-    tables.status = "ok"
-    tables.outputs += [str(p) for p in written.values()]
-    if not have_evaluations:
-        tables.gaps.append("the 'evaluated' columns stay empty: released checkpoints "
-                           "(--models) and datasets (--data) would fill them")
-    plots = Step("plots", made_from=f"{logs_label}, tables, parity")
-    made = plots_command(logs=[out / "logs"], tables=out / "tables",
-                         parity=out / "parity" / "parity.csv", out=out)
-    plots.status = "ok"
+    used = [label for label, ready in ((logs_label, logs_ready), ("tables", tables_ready),
+                                       ("parity", parity_ready)) if ready]
+    step.made_from = ", ".join(used) or "nothing (every earlier stage failed)"
+    made = plots_command(logs=[out / "logs"] if logs_ready else None,
+                         tables=out / "tables" if tables_ready else None,
+                         parity=out / "parity" / "parity.csv" if parity_ready else None,
+                         out=out)
+    step.status = "ok"
     for key, value in made.items():
         if isinstance(value, str):
-            plots.gaps.append(f"{key}: {value}")
+            step.gaps.append(f"{key}: {value}")
         else:
-            plots.outputs += [str(p) for p in value]
-    return [tables, plots]
+            step.outputs += [str(p) for p in value]
 
 
-def format_summary(steps: Sequence[Step]) -> str:
-    """The closing summary: per step, status, source, result, outputs and gaps."""
+def format_summary(steps: Sequence[Step], interrupted: str | None = None) -> str:
+    """The closing summary: per step, status, source, result, outputs and gaps; the last
+    line says whether every check passed and whether any evaluated value is PARTIAL."""
     lines = ["# fastap reproduce: summary", ""]
     for step in steps:
         lines.append(f"## {step.name}: {step.status}")
@@ -216,14 +284,25 @@ def format_summary(steps: Sequence[Step]) -> str:
             lines.append(f"- from: {step.made_from}")
         if step.detail:
             lines.append(f"- result: {step.detail}")
+        for note in step.partial:
+            lines.append(f"- PARTIAL: {note}")
         for path in step.outputs:
             lines.append(f"- wrote: {path}")
         for gap in step.gaps:
             lines.append(f"- gap: {gap}")
         lines.append("")
     failed = [s.name for s in steps if s.status == "failed"]
-    lines.append("Overall: " + ("every check passed" if not failed
-                                else "FAILED: " + ", ".join(failed)))
+    partial = [s.name for s in steps if s.partial and s.name.startswith("evaluate ")]
+    if interrupted:
+        overall = f"INTERRUPTED by an internal error ({interrupted})"
+    elif failed:
+        overall = "FAILED: " + ", ".join(failed)
+    else:
+        overall = "every check passed"
+    if partial:
+        overall += ("; PARTIAL evaluations, NOT the released models on the full test sets "
+                    "(no comparison with the published numbers): " + ", ".join(partial))
+    lines.append("Overall: " + overall)
     return "\n".join(lines) + "\n"
 
 
@@ -231,7 +310,11 @@ def reproduce(models: str | os.PathLike[str] | None = None,
               logs: Sequence[str | os.PathLike[str]] | None = None,
               data: str | os.PathLike[str] | None = None,
               out: str | os.PathLike[str] | None = DEFAULT_OUT) -> JobResult:
-    """Run the whole job (embedded defaults where an input is not given); see the module doc."""
+    """Run the whole job (embedded defaults where an input is not given); see the module doc.
+
+    Bad arguments (a missing folder, no checkpoint under ``--models``) raise ``InputError``
+    before anything is written; from then on ``summary.md`` is always written.
+    """
     out_root = Path(out if out is not None else DEFAULT_OUT)
     data_path = Path(data) if data else None
     if data_path is not None and not data_path.is_dir():
@@ -244,40 +327,85 @@ def reproduce(models: str | os.PathLike[str] | None = None,
         "models": os.fspath(models) if models else None,
         "logs": [os.fspath(p) for p in logs or []], "data": os.fspath(data) if data else None,
         "out": os.fspath(out_root)})
-    checkpoints = real_checkpoints or [_synthetic_checkpoint(folder / "synthetic")]
     steps: list[Step] = []
-    stages = ("parity", "convert", "evaluate", "logs", "tables+plots")
+    interrupted = None
+    try:
+        _run_stages(steps, folder, out_root, real_checkpoints,
+                    [Path(p) for p in logs] if logs else None, data_path)
+    except BaseException as exc:  # a bug or Ctrl-C: say so in the summary, then re-raise
+        interrupted = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        summary = format_summary(steps, interrupted)
+        write_text(folder / "summary.md", summary)
+    return JobResult(steps=steps, summary=summary, folder=folder)
+
+
+def _run_stages(steps: list[Step], folder: Path, out_root: Path,
+                real_checkpoints: list[Path] | None, logs: list[Path] | None,
+                data_path: Path | None) -> None:
+    """The stages in order, each appended to ``steps`` as it starts."""
+    stages = ("parity", "convert", "evaluate", "logs", "tables", "plots")
     with tqdm(total=len(stages), desc="reproduce", unit="stage") as bar:
         bar.set_postfix_str("parity")
-        steps.append(_parity(out_root))
+        step = Step("parity")
+        steps.append(step)
+        parity_ready = guarded(step, lambda s: _parity(out_root, s)) is not None
         bar.update()
         bar.set_postfix_str("convert")
+        checkpoints = real_checkpoints or [_synthetic_checkpoint(folder / "synthetic")]
         converted = []
         for ckpt in checkpoints:
-            step, target = _convert_and_verify(ckpt, folder / "models")
+            step = Step(f"convert {ckpt.name}", made_from=str(ckpt))
+            steps.append(step)
             if not real_checkpoints:
                 step.made_from = f"SYNTHETIC {SYNTHETIC_FAMILY} checkpoint {ckpt}"
                 step.gaps.append("--models DIR with the released net-epoch-N.mat files would "
                                  "convert and verify the real checkpoints")
-            steps.append(step)
-            converted.append(target)
+            target = guarded(step, lambda s, c=ckpt: _convert_and_verify(c, folder / "models",
+                                                                           s))
+            if target is not None and step.status == "ok":
+                converted.append(target)
+            elif target is not None:
+                step.gaps.append("not evaluated: the converted model does not match the "
+                                 "reference executor")
         bar.update()
         bar.set_postfix_str("evaluate")
+        have_evaluations = False
         if real_checkpoints:
-            steps += [_evaluate(path, data_path, out_root) for path in converted]
+            for path in converted:
+                step = Step(f"evaluate {path.stem}", made_from=str(path))
+                steps.append(step)
+                if guarded(step, lambda s, p=path: _evaluate(p, data_path, out_root, s)):
+                    have_evaluations = True
         else:
             steps.append(Step("evaluate", gaps=[
                 "--models DIR and --data DIR would evaluate the converted released models "
                 "(a synthetic model has no meaningful Recall@K)"]))
         bar.update()
         bar.set_postfix_str("logs")
-        steps.append(_logs([Path(p) for p in logs] if logs else None, out_root))
+        logs_label = "parsed logs" if logs else "SIMULATED sample logs"
+        step = Step("logs", made_from=("diaries in " + ", ".join(str(p) for p in logs)) if logs
+                    else f"SIMULATED sample diaries in {_samples_dir()}")
+        steps.append(step)
+        logs_ready = bool(guarded(step, lambda s: _logs(logs, out_root, s)))
         bar.update()
-        bar.set_postfix_str("tables+plots")
-        have_evaluations = any(s.name.startswith("evaluate ") and s.status == "ok"
-                               for s in steps)
-        steps += _tables_and_plots(out_root, have_evaluations, simulated_logs=not logs)
+        bar.set_postfix_str("tables")
+        step = Step("tables")
+        steps.append(step)
+        guarded(step, lambda s: _tables(out_root, logs_ready, have_evaluations, logs_label, s))
+        tables_ready = step.status == "ok"
         bar.update()
-    summary = format_summary(steps)
-    write_text(folder / "summary.md", summary)
-    return JobResult(steps=steps, summary=summary, folder=folder)
+        bar.set_postfix_str("plots")
+        step = Step("plots")
+        steps.append(step)
+        guarded(step, lambda s: _plots(out_root, logs_ready, tables_ready, parity_ready,
+                                       logs_label, s))
+        bar.update()
+
+
+def _samples_dir() -> Path:
+    """The shipped SIMULATED sample diaries."""
+    from reproduce.report.log_tables import SAMPLES_DIR
+
+    return SAMPLES_DIR

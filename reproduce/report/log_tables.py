@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,9 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from converters.errors import MatConvNetError
 from logs.diary_parser import Run, parse_run
+from logs.errors import LogFormatError
 from logs.frames import (
     BASE_COLUMNS,
     epoch_details_table,
@@ -61,6 +64,7 @@ class LogsResult:
     matlab_messages: pd.DataFrame
     report: str
     files: dict[str, Path] = field(default_factory=dict)
+    bad_files: list[BadFile] = field(default_factory=list)
 
 
 def collect_inputs(paths: Sequence[str | os.PathLike[str]]) -> tuple[dict[Path, list[Path]],
@@ -106,28 +110,85 @@ def _epoch_of(path: Path) -> int:
 
 
 def load_checkpoint_stats(path: Path) -> dict[str, Any]:
-    """The ``stats`` variable of a checkpoint, read with the converters' MAT reader."""
+    """The ``stats`` variable of a checkpoint, read with the converters' MAT reader.
+
+    A damaged file raises ``MatConvNetError`` (from the reader); a file cut short before
+    ``stats`` (the MAT v5 reader then sees only the variables before the cut) is called
+    truncated, and only an intact file without ``stats`` is said to lack it.
+    """
     from converters.matio.read import load_mat  # reproduce may import converters
 
     tree = load_mat(path, variables=["stats"])
     if "stats" not in tree:
+        cut = mat_v5_truncation(path)
+        if cut is not None:
+            raise InputError(f"{path}: truncated MAT file ({cut}); its stats cannot be read")
         raise InputError(f"{path}: checkpoint has no 'stats' variable (saved before the epoch "
                          "ended?)")
     return tree["stats"]
 
 
-def read_logs(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Run], pd.DataFrame,
-                                                                 list[str]]:
+_MI_COMPRESSED = 15
+_V5_HEADER = 128
+
+
+def mat_v5_truncation(path: Path) -> str | None:
+    """Where a MAT v5/v7 file is cut short, or None when every top-level variable fits.
+
+    Walks the top-level data elements (8-byte tag: type, byte count) without reading their
+    contents; a v7.3 (HDF5) or v4 file is left to its own reader (None).
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        header = handle.read(_V5_HEADER)
+        if len(header) < _V5_HEADER or header[124:126] not in (b"\x00\x01", b"\x01\x00"):
+            return None  # not v5 (v7.3 is version 0x0200): not this walker's business
+        order = "<" if header[126:128] == b"IM" else ">"
+        position = _V5_HEADER
+        while position < size:
+            handle.seek(position)
+            tag = handle.read(8)
+            if len(tag) < 8:
+                return f"the file ends inside a variable tag at byte {position:,}"
+            kind, nbytes = struct.unpack(order + "II", tag)
+            if kind >> 16:  # small data element: type and size share the first word
+                position += 8
+                continue
+            end = position + 8 + nbytes
+            if end > size:
+                return (f"the variable at byte {position:,} declares {nbytes:,} bytes, the file "
+                        f"ends {end - size:,} bytes short of them")
+            position = end if kind == _MI_COMPRESSED else end + (-end % 8)
+    return None
+
+
+@dataclass
+class BadFile:
+    """An input file that could not be read; the others were used without it."""
+
+    path: Path
+    error: str
+
+
+def read_logs(paths: Sequence[str | os.PathLike[str]]
+              ) -> tuple[list[Run], pd.DataFrame, list[str], list[BadFile]]:
     """Parse every diary run and checkpoint under ``paths``.
 
-    Returns the diary runs, the per-epoch table (diary runs and stats runs together) and the
-    names of the stats runs.
+    Returns the diary runs, the per-epoch table (diary runs and stats runs together), the
+    names of the stats runs, and the files that could not be read (a binary diary, a damaged
+    or truncated checkpoint): each is reported and the others are still used.
     """
     diaries, checkpoints = collect_inputs(paths)
     runs: list[Run] = []
+    bad: list[BadFile] = []
     for _folder, files in tqdm(sorted(diaries.items()), desc="diaries", unit="run",
                               disable=None):
-        run = parse_run(files)
+        try:
+            run = parse_run(files)
+        except LogFormatError as exc:
+            log.warning("%s", exc)
+            bad.append(BadFile(Path(files[0]), str(exc)))
+            continue
         log.info("%s: %d epochs, %d unrecognised lines", run.name, len(run.epochs),
                  len(run.unrecognised))
         runs.append(run)
@@ -137,21 +198,35 @@ def read_logs(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Run], pd.Da
     for folder, checkpoint in sorted(checkpoints.items()):
         base = by_folder.get(folder, f"{folder.parent.name}/{folder.name}")
         name = f"{base} [stats {checkpoint.name}]"
-        stats = stats_epochs(load_checkpoint_stats(checkpoint), name)
+        try:
+            stats = stats_epochs(load_checkpoint_stats(checkpoint), name)
+        except (InputError, MatConvNetError, LogFormatError) as exc:
+            log.warning("%s", exc)
+            bad.append(BadFile(checkpoint, str(exc)))
+            continue
         frames.append(stats[BASE_COLUMNS])  # epochs.csv keeps its documented columns
         stats_names.append(name)
     if frames:
         epochs = order_epoch_columns(pd.concat(frames, ignore_index=True))
     else:
         epochs = order_epoch_columns(pd.DataFrame())
-    return runs, epochs, stats_names
+    return runs, epochs, stats_names, bad
+
+
+def is_fastap_run(run: Run) -> bool:
+    """Whether any diary of the run holds a line only a FastAP diary prints."""
+    return any(d.recognised_fastap_lines for d in run.diaries)
 
 
 def format_report(runs: Sequence[Run], stats_runs: Sequence[str], unrecognised: pd.DataFrame,
-                  matlab_messages: pd.DataFrame) -> str:
-    """The human-readable report: each run's summary, then every line that was not used and
-    every MATLAB warning or error, with file and line number."""
+                  matlab_messages: pd.DataFrame, bad_files: Sequence[BadFile] = ()) -> str:
+    """The human-readable report: files that could not be read, each run's summary, then
+    every line that was not used and every MATLAB warning or error, with file and line."""
     parts = ["fastap logs report", ""]
+    if bad_files:
+        parts += [f"files not read: {len(bad_files)} (the other inputs were used)"]
+        parts += [f"  {bad.error}" for bad in bad_files]
+        parts += [""]
     if any(run.simulated for run in runs):
         parts += ["NOTE: runs marked SIMULATED come from logs/simulator.py, not from the "
                   "authors' diaries; their numbers are made up.", ""]
@@ -169,9 +244,26 @@ def logs_command(paths: Sequence[str | os.PathLike[str]] | None, out: str | os.P
                  arguments: dict[str, Any] | None = None) -> LogsResult:
     """Parse ``paths`` (default: the shipped SIMULATED samples) and write the tables into ``out``.
 
-    ``out`` receives the files directly (``out/epochs.csv``), with ``run_info.json``.
+    ``out`` receives the files directly (``out/epochs.csv``), with ``run_info.json``. Every
+    input is read before anything is written: when nothing usable is found (no FastAP diary,
+    no readable checkpoint stats) an ``InputError`` names the paths and ``out`` is left as
+    it was. Unreadable files beside usable ones are listed in ``bad_files`` and the report.
     """
     paths = list(paths) if paths else [SAMPLES_DIR]
+    runs, epochs, stats_runs, bad = read_logs(paths)
+    where = ", ".join(str(p) for p in paths)
+    if not runs and not stats_runs:
+        problems = "; ".join(b.error for b in bad)
+        raise InputError(f"no readable diary_NNN.txt, text file or net-epoch-N.mat found in: "
+                         f"{where}" + (f" ({problems})" if problems else ""))
+    if not stats_runs and not any(is_fastap_run(run) for run in runs):
+        raise InputError(f"no FastAP diary in: {where} (the text files read, "
+                         + ", ".join(str(f) for run in runs for f in run.files[:1])
+                         + ", hold no line a FastAP MATLAB diary prints)")
+    runs_frame = runs_table(runs)
+    unrecognised = unrecognised_table(runs)
+    messages = matlab_messages_table(runs)
+    report = format_report(runs, stats_runs, unrecognised, messages, bad)
     out_dir = Path(out)
     # files go directly into `out` (the issue's `DIR/epochs.csv`), so `out` is the command
     # folder; run_info.json then names the command "logs", not the folder
@@ -179,14 +271,6 @@ def logs_command(paths: Sequence[str | os.PathLike[str]] | None, out: str | os.P
                 arguments or {"paths": [str(p) for p in paths], "out": str(out)})
     info = json.loads((out_dir / "run_info.json").read_text(encoding="utf-8"))
     write_json(out_dir / "run_info.json", {**info, "command": "logs"})
-    runs, epochs, stats_runs = read_logs(paths)
-    if not runs and not stats_runs:
-        raise InputError("no diary_NNN.txt, text file or net-epoch-N.mat found in: "
-                         + ", ".join(str(p) for p in paths))
-    runs_frame = runs_table(runs)
-    unrecognised = unrecognised_table(runs)
-    messages = matlab_messages_table(runs)
-    report = format_report(runs, stats_runs, unrecognised, messages)
     files = {
         "epochs": write_csv(out_dir / "epochs.csv", epochs),
         "runs": write_csv(out_dir / "runs.csv", runs_frame),
@@ -197,4 +281,4 @@ def logs_command(paths: Sequence[str | os.PathLike[str]] | None, out: str | os.P
     }
     return LogsResult(runs=runs, stats_runs=stats_runs, epochs=epochs, runs_frame=runs_frame,
                       unrecognised=unrecognised, matlab_messages=messages, report=report,
-                      files=files)
+                      files=files, bad_files=bad)

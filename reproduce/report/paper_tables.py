@@ -7,6 +7,12 @@ log at the released epoch, the value from evaluating the converted model, and th
 differences. Competitor rows are copied as published. Missing inputs stay empty (the
 Markdown/LaTeX renderings say "missing"), never zero. All values are percent.
 
+Each evaluated value carries what it was computed on (``evaluated_epoch``,
+``evaluated_images``, ``published_images``, ``evaluated_synthetic``, ``evaluated_on``; see
+:mod:`reproduce.report.provenance`). One that is not the released checkpoint on the full
+test set is ``evaluated_partial``: the renderings tag it ``[partial]`` and explain it under
+the table, and it is left out of ``evaluated_minus_published`` and ``evaluated_minus_logs``.
+
 Inputs:
 - logs: folders written by ``fastap logs`` (``epochs.csv`` + ``runs.csv``) or folders of
   diaries (parsed on the fly). Diary recall is a fraction (``%.3f``) and becomes percent.
@@ -18,14 +24,18 @@ Inputs:
   protocol. The configuration comes from ``dataset`` + ``arch``/``backbone`` +
   ``batch_size``/``batchSize`` + ``dim`` columns, else from the ``model`` column: a registry
   key (``products-resnet50-M256-D512``), a converted ``.pt`` whose card holds the training
-  ``opts``, or a path that follows the experiment-folder naming.
+  ``opts``, or a path that follows the experiment-folder naming. Optional columns ``epoch``,
+  ``images``, ``published_images``, ``synthetic`` state what a value was computed on.
+
+Bad input is an ``InputError`` naming the file (and line and column): a CSV that is binary
+or lacks the columns, a cell that is not a number, an evaluation row naming no released
+configuration, a ``--logs`` folder with neither ``fastap logs`` output nor a diary.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -35,11 +45,14 @@ from typing import Any
 
 import pandas as pd
 
+from converters.fastap.card import ModelCard
 from logs.frames import runs_table
 from reproduce.errors import InputError, MatConvNetError
 from reproduce.outputs import command_dir, write_csv, write_text
 from reproduce.paths import PUBLISHED_DIR
+from reproduce.report.csv_input import check_numeric, line_of, number, present, read_csv_file
 from reproduce.report.log_tables import read_logs
+from reproduce.report.provenance import evaluated_on
 from reproduce.report.released_models import (
     METRICS,
     RELEASED_MODELS,
@@ -55,7 +68,9 @@ TABLE_FILES = {1: "table1_products", 2: "table2_inshop", 3: "table3_vid"}
 _DATASETS = {1: "products", 2: "inshop", 3: "vid"}
 COLUMNS = ["table", "dataset", "method", "backbone", "batch_size", "dim", "metric",
            "published", "status", "source", "released_epoch", "logs_value", "logs_run",
-           "logs_epoch", "evaluated", "evaluated_source", "logs_minus_published",
+           "logs_epoch", "evaluated", "evaluated_source", "evaluated_epoch",
+           "evaluated_images", "published_images", "evaluated_synthetic", "evaluated_partial",
+           "evaluated_on", "logs_minus_published",
            "evaluated_minus_published", "evaluated_minus_logs", "note"]
 _STATUS_TAG = {"secondary": "sec", "conflicting": "conf", "recollection": "recol",
                "missing": "missing"}
@@ -73,29 +88,40 @@ class LogRuns:
 
 
 def load_published(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """The published numbers (default: the shipped CSV); checks the columns."""
+    """The published numbers (default: the shipped CSV); checks the columns and numbers."""
     path = Path(path) if path is not None else PUBLISHED_CSV
-    if not path.is_file():
-        raise InputError(f"{path}: published results CSV not found")
-    frame = pd.read_csv(path)
+    frame = read_csv_file(path, "published results CSV")
     missing = _PUBLISHED_COLUMNS - set(frame.columns)
     if missing:
         raise InputError(f"{path}: missing columns {sorted(missing)} (expected "
                          f"{sorted(_PUBLISHED_COLUMNS)})")
+    check_numeric(frame, path, ("table", "batch_size", "dim", "value"))
     frame["status"] = frame["status"].fillna("missing")
     return frame
 
 
 def load_logs(folders: Sequence[str | os.PathLike[str]]) -> LogRuns:
-    """Runs and epochs from ``fastap logs`` output folders or from diary folders."""
+    """Runs and epochs from ``fastap logs`` output folders or from diary folders.
+
+    A folder that holds neither (no ``epochs.csv`` + ``runs.csv``, no diary) is an error
+    naming it, not an empty set of logs.
+    """
     runs_frames, epoch_frames, sources = [], [], []
     for folder in folders:
         folder = Path(folder)
+        if not folder.exists():
+            raise InputError(f"{folder}: --logs folder not found")
         if (folder / "epochs.csv").is_file() and (folder / "runs.csv").is_file():
-            runs_frames.append(pd.read_csv(folder / "runs.csv"))
-            epoch_frames.append(pd.read_csv(folder / "epochs.csv"))
+            runs_frames.append(read_csv_file(folder / "runs.csv", "fastap logs runs.csv"))
+            epoch_frames.append(check_numeric(
+                read_csv_file(folder / "epochs.csv", "fastap logs epochs.csv"),
+                folder / "epochs.csv", ["epoch", "train_objective"]))
         else:
-            runs, epochs, _ = read_logs([folder])
+            runs, epochs, stats_runs, bad = read_logs([folder])
+            if not runs and not stats_runs:
+                problems = "".join(f"; {b.error}" for b in bad)
+                raise InputError(f"{folder}: no fastap logs output (epochs.csv + runs.csv) and "
+                                 f"no readable diary or checkpoint in it{problems}")
             runs_frames.append(runs_table(runs))
             epoch_frames.append(epochs)
         sources.append(str(folder))
@@ -143,33 +169,43 @@ def choose_log_values(model: ReleasedModel, logs: LogRuns | None
     return {}, str(matches[0]["run"]), "; ".join(notes)
 
 
-def _present(value: Any) -> bool:
-    """Not None/NaN/empty."""
-    if value is None:
-        return False
-    if isinstance(value, str):
-        return bool(value.strip()) and value.strip().lower() != "nan"
-    try:
-        return not math.isnan(float(value))
-    except (TypeError, ValueError):
-        return False
+_present = present
+
+
+#: Files ``fastap evaluate`` writes beside its results that hold no Recall@K.
+_COMPANION_CSV = re.compile(r"^per_query_.*\.csv$|\.verify\.csv$")
+EVALUATION_COLUMNS = ["key", "metric", "value", "source", "epoch", "images",
+                      "published_images", "synthetic", "evaluated_on", "partial"]
 
 
 def load_evaluations(folder: str | os.PathLike[str] | None) -> pd.DataFrame:
-    """Evaluation results as rows ``key``, ``metric``, ``value`` (percent), ``source``."""
-    empty = pd.DataFrame(columns=["key", "metric", "value", "source"])
+    """Evaluation results as rows ``key``, ``metric``, ``value`` (percent), ``source`` and
+    what each was computed on (:mod:`reproduce.report.provenance`).
+
+    A folder is searched for CSV files (``per_query_*.csv`` and ``*.verify.csv`` companions
+    left out). A CSV without the accepted columns, a row whose model is none of the released
+    configurations, or a cell that is not a number is an error naming file and line.
+    """
+    empty = pd.DataFrame(columns=EVALUATION_COLUMNS)
     if folder is None:
         return empty
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"{folder}: evaluations folder not found")
-    files = [folder] if folder.is_file() else sorted(folder.rglob("*.csv"))
+    files = [folder] if folder.is_file() else sorted(
+        p for p in folder.rglob("*.csv") if not _COMPANION_CSV.search(p.name))
+    if not files:
+        raise InputError(f"{folder}: no evaluation CSV found")
     rows = []
-    cards: dict[str, dict[str, Any]] = {}
+    cards: dict[str, ModelCard | None] = {}
     for path in files:
-        frame = pd.read_csv(path)
-        for _, row in frame.iterrows():
-            parsed = _evaluation_row(row, path, cards)
+        frame = read_csv_file(path, "evaluation CSV")
+        columns = set(frame.columns)
+        if not ({"metric", "value"} <= columns or {"K", "recall"} <= columns):
+            raise InputError(f"{path}: not an evaluation CSV: it needs columns metric + value "
+                             f"or K + recall, it has {sorted(columns)}")
+        for index, row in frame.iterrows():
+            parsed = _evaluation_row(row, path, index, cards)
             if parsed is not None:
                 rows.append(parsed)
     return pd.DataFrame(rows, columns=empty.columns) if rows else empty
@@ -178,68 +214,94 @@ def load_evaluations(folder: str | os.PathLike[str] | None) -> pd.DataFrame:
 _VID_SUBSET = re.compile(r"(small|medium|large)", re.IGNORECASE)
 
 
-def model_card_options(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The training options in a converted model's card (``ModelCard.opts``), or ``{}``.
+def model_card(path: str | os.PathLike[str]) -> ModelCard | None:
+    """The card of a converted model (``.pt`` or ``.safetensors``), or None.
 
     Reads only the card (:func:`converters.fastap.model_file.read_card`), not the weights.
     """
     path = Path(path)
     if path.suffix not in (".pt", ".safetensors") or not path.is_file():
-        return {}
+        return None
     # imported here: only converted models need torch, which keeps `fastap tables` light
     from converters.fastap.model_file import read_card
 
     try:
-        return dict(read_card(path).opts or {})
+        return read_card(path)
     except (OSError, MatConvNetError) as exc:
         log.warning("%s: cannot read the model card (%s)", path, exc)
-        return {}
+        return None
 
 
-def _evaluation_model(row: pd.Series, cards: dict[str, dict[str, Any]]) -> ReleasedModel | None:
-    """The released configuration an evaluation row is about."""
+def model_card_options(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training options in a converted model's card (``ModelCard.opts``), or ``{}``."""
+    card = model_card(path)
+    return dict(card.opts or {}) if card else {}
+
+
+def _evaluation_model(row: pd.Series, cards: dict[str, ModelCard | None]
+                      ) -> tuple[ReleasedModel | None, str, ModelCard | None]:
+    """The released configuration an evaluation row is about, what named it, and the card
+    of the converted model the row names (None when it names none)."""
+    name = str(row.get("model", "") or "") if _present(row.get("model")) else ""
+    if name and name not in cards:
+        cards[name] = model_card(name)
+    card = cards.get(name)
     dataset = str(row.get("dataset", "") or "")
     arch = row.get("arch", row.get("backbone"))
     batch = row.get("batch_size", row.get("batchSize"))
     if dataset and _present(arch) and _present(batch) and _present(row.get("dim")):
-        return find_model(dataset, str(arch), batch, row.get("dim"))
-    name = str(row.get("model", "") or "")
+        return (find_model(dataset, str(arch), batch, row.get("dim")),
+                f"configuration {dataset} {arch} M={batch} D={row.get('dim')}", card)
     if not name:
-        return None
+        return None, "no model, dataset/arch/batch_size/dim columns", card
     by_key = next((m for m in RELEASED_MODELS if m.key == name), None)
     if by_key is not None:
-        return by_key
-    if name not in cards:
-        cards[name] = model_card_options(name)
-    return match_run(cards[name], name)
+        return by_key, f"model {name!r}", card
+    return match_run(dict(card.opts or {}) if card else {}, name), f"model {name!r}", card
 
 
-def _evaluation_row(row: pd.Series, path: Path, cards: dict[str, dict[str, Any]]
+def _evaluation_row(row: pd.Series, path: Path, index: Any, cards: dict[str, ModelCard | None]
                     ) -> dict[str, Any] | None:
-    """One evaluation CSV row normalised, or None if it is not a released configuration's
-    result under the authors' protocol (rows of another ``family``, e.g. ``reid``, are not
-    what the paper's tables report)."""
+    """One evaluation CSV row normalised, or None for a result under another protocol
+    ``family`` than the authors' (e.g. ``reid``: not what the paper's tables report).
+
+    Raises ``InputError`` (file and line) for a row that names no released configuration,
+    a VehicleID row without its subset, or a value that is not a number.
+    """
     if _present(row.get("family")) and str(row["family"]) != "authors":
         return None
-    model = _evaluation_model(row, cards)
+    model, named, card = _evaluation_model(row, cards)
+    where = f"{path}:{line_of(index)}"
     if model is None:
-        return None
+        raise InputError(f"{where}: {named} is none of the released configurations "
+                         f"({', '.join(m.key for m in RELEASED_MODELS)}), and a .pt model "
+                         "needs a card whose opts name one")
     if _present(row.get("metric")) and _present(row.get("value")):
-        metric, value = str(row["metric"]), float(row["value"])
+        metric, value = str(row["metric"]), number(row["value"], path, index, "value")
     elif _present(row.get("K")) and _present(row.get("recall")):
         prefix = ""
         if model.dataset == "vid":
-            where = str(row.get("subset", "") or "") + " " + str(row.get("protocol", "") or "")
-            found = _VID_SUBSET.search(where)
+            where_text = (str(row.get("subset", "") or "") + " "
+                          + str(row.get("protocol", "") or ""))
+            found = _VID_SUBSET.search(where_text)
             if found is None:
-                return None
+                raise InputError(f"{where}: a VehicleID result needs its subset (small, "
+                                 "medium, large) in a subset or protocol column")
             prefix = found.group(1).lower() + " "
-        metric = f"{prefix}R@{int(float(row['K']))}"
-        value = float(row["recall"])
+        metric = f"{prefix}R@{int(number(row['K'], path, index, 'K'))}"
+        value = number(row["recall"], path, index, "recall")
         value = value * 100.0 if value <= 1.0 else value
     else:
-        return None
-    return {"key": model.key, "metric": metric, "value": value, "source": str(path)}
+        raise InputError(f"{where}: no value (metric + value or K + recall are empty)")
+    if metric not in METRICS[model.dataset]:
+        log.warning("%s: metric %r is not a column of the %s table (%s): not shown", where,
+                    metric, model.dataset, ", ".join(METRICS[model.dataset]))
+    basis = evaluated_on(row, path, card, model, metric)
+    reasons = basis.reasons(model)
+    return {"key": model.key, "metric": metric, "value": value, "source": str(path),
+            "epoch": basis.epoch, "images": basis.images,
+            "published_images": basis.published_images, "synthetic": basis.synthetic,
+            "evaluated_on": basis.describe(model), "partial": bool(reasons)}
 
 
 def build_table(table: int, published: pd.DataFrame, logs: LogRuns | None,
@@ -261,7 +323,11 @@ def build_table(table: int, published: pd.DataFrame, logs: LogRuns | None,
                 "not in the published file"
             evaluated = evaluations[(evaluations["key"] == model.key)
                                     & (evaluations["metric"] == metric)]
-            ev_value = float(evaluated["value"].iloc[-1]) if not evaluated.empty else None
+            ev = evaluated.iloc[-1] if not evaluated.empty else None
+            ev_value = float(ev["value"]) if ev is not None else None
+            # a partial value (another epoch, fewer images, synthetic) is no reproduction of
+            # the published number: shown and marked, never differenced against it
+            ev_full = ev_value if ev is not None and not bool(ev["partial"]) else None
             lg = log_values.get(metric)
             rows.append({
                 "table": table, "dataset": dataset, "method": "FastAP",
@@ -271,11 +337,11 @@ def build_table(table: int, published: pd.DataFrame, logs: LogRuns | None,
                 "logs_run": log_run if lg is not None else "",
                 "logs_epoch": model.epoch if lg is not None else None,
                 "evaluated": ev_value,
-                "evaluated_source": str(evaluated["source"].iloc[-1]) if ev_value is not None
-                else "",
+                "evaluated_source": str(ev["source"]) if ev is not None else "",
+                **_evaluated_basis(ev),
                 "logs_minus_published": _diff(lg, value),
-                "evaluated_minus_published": _diff(ev_value, value),
-                "evaluated_minus_logs": _diff(ev_value, lg),
+                "evaluated_minus_published": _diff(ev_full, value),
+                "evaluated_minus_logs": _diff(ev_full, lg),
                 "note": log_note if lg is None or log_note else "",
             })
     for _, row in pub[pub["method"] != "FastAP"].iterrows():
@@ -291,9 +357,21 @@ def build_table(table: int, published: pd.DataFrame, logs: LogRuns | None,
     for column in ("published", "logs_value", "evaluated", "logs_minus_published",
                    "evaluated_minus_published", "evaluated_minus_logs"):
         frame[column] = frame[column].astype("float64").round(2)
-    for column in ("released_epoch", "logs_epoch"):
-        frame[column] = frame[column].astype("Int64")
+    for column in ("batch_size", "dim", "released_epoch", "logs_epoch", "evaluated_epoch",
+                   "evaluated_images", "published_images"):
+        frame[column] = frame[column].astype("Float64").astype("Int64")  # 256, not 256.0
+    frame["evaluated_partial"] = frame["evaluated_partial"].astype("boolean")
+    frame["evaluated_synthetic"] = frame["evaluated_synthetic"].astype("boolean")
     return frame
+
+
+def _evaluated_basis(ev: pd.Series | None) -> dict[str, Any]:
+    """The table columns saying what an evaluated value was computed on."""
+    if ev is None:
+        return {}
+    return {"evaluated_epoch": ev["epoch"], "evaluated_images": ev["images"],
+            "published_images": ev["published_images"], "evaluated_synthetic": ev["synthetic"],
+            "evaluated_partial": bool(ev["partial"]), "evaluated_on": ev["evaluated_on"]}
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -333,7 +411,7 @@ def wide_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                  by_metric: dict[str, Any] = by_metric) -> list[str]:
             return [what] + [_cell(by_metric[m][column],
                                    by_metric[m]["status"] if with_status else None)
-                             if m in by_metric else "" for m in metrics]
+                             if m in by_metric else "missing" for m in metrics]
 
         body.append([label] + line("published", "published", True))
         if first["method"] == "FastAP":
@@ -341,7 +419,13 @@ def wide_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             simulated = group["note"].astype(str).str.contains("SIMULATED").any()
             what = f"logs @ epoch {epoch}" + (" (SIMULATED)" if simulated else "")
             body.append([""] + line(what, "logs_value"))
-            body.append([""] + line("converted model", "evaluated"))
+            partial = _partial(group)
+            model_line = line("converted model (PARTIAL)" if partial.any()
+                              else "converted model", "evaluated")
+            model_line[1:] = [cell + " [partial]" if m in by_metric
+                              and bool(partial[by_metric[m].name]) else cell
+                              for m, cell in zip(metrics, model_line[1:], strict=True)]
+            body.append([""] + model_line)
             for column, label in (("logs_minus_published", "logs - published"),
                                   ("evaluated_minus_published", "model - published")):
                 if group[column].notna().any():
@@ -376,14 +460,45 @@ def render_latex(frame: pd.DataFrame, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _partial(frame: pd.DataFrame) -> pd.Series:
+    """Per row: an evaluated value that is not the released model on the full test set (a
+    table CSV without the ``evaluated_partial`` flag says nothing, so counts as partial)."""
+    if "evaluated_partial" not in frame.columns:
+        return frame["evaluated"].notna()
+    flags = frame["evaluated_partial"].map(
+        lambda v: True if pd.isna(v) else str(v).strip().lower() in ("true", "1"))
+    return frame["evaluated"].notna() & flags.astype(bool)
+
+
+partial_rows = _partial
+
+
+def partial_notes(frame: pd.DataFrame) -> list[str]:
+    """``configuration: what it was computed on`` for every partial evaluated value."""
+    rows = frame[_partial(frame)]
+    notes = []
+    for (backbone, batch, dim), group in rows.groupby(["backbone", "batch_size", "dim"],
+                                                       sort=False):
+        for basis in dict.fromkeys(group["evaluated_on"].astype(str)):
+            metrics = ", ".join(group[group["evaluated_on"].astype(str) == basis]["metric"])
+            notes.append(f"FastAP {backbone} M={int(batch)} D={int(dim)} ({metrics}): "
+                         + basis.removeprefix("PARTIAL: "))
+    return notes
+
+
 def _legend(frame: pd.DataFrame) -> str:
-    """What the tags mean; says when log values are simulated."""
+    """What the tags mean; says when log values are simulated and which values are partial."""
     text = ("Status of published values: [sec] secondary source, [conf] conflicting sources, "
             "[recol] recollection (unverified), [missing] no value found. Values in percent; "
             "'missing' means the input was not available, never zero.")
     if frame["note"].astype(str).str.contains("SIMULATED").any():
         text += ("\nLog values marked in the CSV's note column as SIMULATED come from the "
                  "simulated sample diaries, not from the authors' logs.")
+    notes = partial_notes(frame)
+    if notes:
+        text += ("\n[partial] converted-model values NOT from the released checkpoint on the "
+                 "full test set (left out of the differences to published and logs):\n"
+                 + "\n".join(f"- {note}" for note in notes))
     return text
 
 

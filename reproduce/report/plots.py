@@ -4,12 +4,15 @@ Each figure is written as PNG and PDF (matplotlib, Agg backend) under ``<out>/pl
 - ``curves_<run>``: average train objective and Recall@K per epoch of one run, the
   released epoch of its configuration marked; SIMULATED runs say so in the title.
 - ``table<N>_<dataset>``: for each FastAP configuration, published / logs / converted-model
-  Recall@K side by side (from ``fastap tables`` CSVs); missing values are left out and
-  listed in the panel, never drawn as zero.
-- ``parity_summary``: a case x quantity map of the max relative error, failing comparisons
-  marked (from a parity CSV: case, quantity, max_abs_err, max_rel_err, tolerance, verdict,
-  note); each comparison's own tolerance and verdict are in the CSV.
-An input not given means its figures are skipped, and the returned dict says so.
+  Recall@K side by side (from ``fastap tables`` CSVs) on one 0-100 % axis; missing values
+  are left out and counted under the panel, never drawn as zero; SIMULATED logs and
+  PARTIAL model values (not the released checkpoint on the full test set) are said in the
+  legend, partial bars hatched.
+- ``parity_summary``: a case x quantity map coloured by error / tolerance of each
+  comparison, the ratio and the tolerance noted in the cell, failures red (from a parity
+  CSV: case, quantity, max_abs_err, max_rel_err, tolerance, verdict, note).
+An input not given means its figures are skipped, and the returned dict says so; an input
+given but missing or empty is an ``InputError`` naming it, before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,13 @@ import pandas as pd  # noqa: E402
 from logs.frames import is_recall_column, recall_sort_key  # noqa: E402
 from reproduce.errors import InputError  # noqa: E402
 from reproduce.outputs import atomic_path, command_dir  # noqa: E402
-from reproduce.report.paper_tables import TABLE_FILES, _run_options, load_logs  # noqa: E402
+from reproduce.report.csv_input import check_numeric, read_csv_file  # noqa: E402
+from reproduce.report.paper_tables import (  # noqa: E402
+    TABLE_FILES,
+    _run_options,
+    load_logs,
+    partial_rows,
+)
 from reproduce.report.released_models import match_run  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -87,85 +97,203 @@ def plot_curves(epochs: pd.DataFrame, run: str, released_epoch: int | None, simu
     return save_figure(fig, stem)
 
 
+PARITY_COLUMNS = {"case", "quantity", "max_abs_err", "max_rel_err", "tolerance", "verdict"}
+TABLE_COLUMNS = {"method", "backbone", "batch_size", "dim", "metric", "published", "status",
+                 "logs_value", "evaluated", "note"}
+_SERIES = (("published", "published", "tab:gray"), ("logs_value", "logs", "tab:blue"),
+           ("evaluated", "converted model", "tab:green"))
+_BAR = 0.27
+_PARTIAL_COLOUR = "#b7dfb7"
+
+
 def plot_table(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
-    """Published / logs / converted-model bars per FastAP configuration and metric."""
+    """Draw :func:`table_figure` and write it as ``stem.png`` / ``stem.pdf``."""
+    return save_figure(table_figure(frame, title), stem)
+
+
+def table_figure(frame: pd.DataFrame, title: str) -> Any:
+    """Published / logs / converted-model bars per FastAP configuration and metric.
+
+    Every panel shares one y axis from 0 to 100 %; missing values are not drawn and are
+    counted under the panel; SIMULATED logs and PARTIAL model values (another epoch, fewer
+    images, synthetic) are said in the legend, partial bars hatched and explained per panel.
+    """
     fastap = frame[frame["method"] == "FastAP"]
     groups = list(fastap.groupby(["backbone", "batch_size", "dim"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), squeeze=False)
-    series = [("published", "published", "tab:gray"), ("logs_value", "logs", "tab:blue"),
-              ("evaluated", "converted model", "tab:green")]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 5.0), squeeze=False,
+                             sharey=True)
+    simulated = fastap["note"].astype(str).str.contains("SIMULATED").any()
+    any_partial = False
     for ax, ((backbone, batch, dim), group) in zip(axes[0], groups, strict=True):
         metrics = list(group["metric"])
         x = np.arange(len(metrics))
-        missing = []
-        for i, (column, label, color) in enumerate(series):
+        missing = 0
+        partial = partial_rows(group).to_numpy()
+        for i, (column, _, color) in enumerate(_SERIES):
             values = group[column].to_numpy(dtype=float)
             present = ~np.isnan(values)
-            ax.bar(x[present] + (i - 1) * 0.27, values[present], 0.27, label=label, color=color)
-            missing += [f"{label}: {m}" for m, p in zip(metrics, present, strict=True) if not p]
+            missing += int((~present).sum())
+            full = present & ~partial if column == "evaluated" else present
+            ax.bar(x[full] + (i - 1) * _BAR, values[full], _BAR, color=color)
+            if column == "evaluated" and (present & partial).any():
+                any_partial = True
+                ax.bar(x[present & partial] + (i - 1) * _BAR, values[present & partial], _BAR,
+                       color=_PARTIAL_COLOUR, hatch="///", edgecolor="tab:green")
         for xi, (_, row) in zip(x, group.iterrows(), strict=True):
             if row["status"] not in ("secondary", "missing") and not np.isnan(row["published"]):
-                ax.text(xi - 0.27, row["published"], row["status"][:5], rotation=90,
-                        fontsize=7, ha="center", va="bottom")
+                # inside the bar, so no tag runs past the axes
+                ax.text(xi - _BAR, row["published"] - 2.0, str(row["status"])[:5], rotation=90,
+                        fontsize=7, ha="center", va="top", color="white")
         ax.set_xticks(x, metrics, rotation=30, fontsize=8)
+        ax.set_xlim(-0.6, len(metrics) - 0.4)  # every group of bars inside, same margins
         ax.set_title(f"{backbone} M={int(batch)} D={int(dim)}", fontsize=9)
-        ax.set_ylabel("Recall@K (%)")
-        values = group[["published", "logs_value", "evaluated"]].to_numpy(dtype=float)
-        low = np.nanmin(values) if np.isfinite(values).any() else 0.0
-        ax.set_ylim(max(0.0, low - 10.0), 102.0)  # room for the status labels above 100
         ax.grid(axis="y", alpha=0.3)
-        if not np.isfinite(values).any():
+        notes = []
+        if missing:
+            notes.append(f"{missing} missing values not drawn")
+        if partial.any():
+            basis = "; ".join(dict.fromkeys(group.loc[partial, "evaluated_on"].astype(str))) \
+                if "evaluated_on" in group.columns else "PARTIAL: basis not recorded"
+            notes.append("model " + basis)
+        if not np.isfinite(group[[c for c, _, _ in _SERIES]].to_numpy(dtype=float)).any():
             ax.text(0.5, 0.5, "no value available\n(published, logs and model missing)",
                     transform=ax.transAxes, ha="center", fontsize=8, color="tab:red")
-        elif missing:
-            ax.set_xlabel(f"{len(missing)} missing values not drawn", fontsize=7,
-                          color="tab:red")
-        if group["note"].astype(str).str.contains("SIMULATED").any():
-            ax.text(0.02, 0.95, "logs: SIMULATED", transform=ax.transAxes, fontsize=8,
-                    color="tab:red", va="top")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=color) for _, _, color in series]
-    fig.legend(handles, [label for _, label, _ in series], loc="upper right", fontsize=8,
-               ncol=3)
-    fig.suptitle(title, fontsize=11, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return save_figure(fig, stem)
+        if partial.any():
+            ax.text(0.02, 0.98, "model: PARTIAL", transform=ax.transAxes, fontsize=8,
+                    color="tab:red", va="top", zorder=5,
+                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"})
+        if notes:
+            ax.set_xlabel(textwrap.fill(" | ".join(notes), 52), fontsize=7, color="tab:red")
+    axes[0][0].set_ylim(0.0, 100.0)
+    axes[0][0].set_ylabel("Recall@K (%)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=color) for _, _, color in _SERIES]
+    labels = ["published", "logs (SIMULATED sample diaries)" if simulated else "logs",
+              "converted model (released epoch, full test set)"]
+    if any_partial and not (fastap["evaluated"].notna() & ~partial_rows(fastap)).any():
+        handles, labels = handles[:2], labels[:2]  # no full-test-set value to show
+    if any_partial:
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=_PARTIAL_COLOUR, hatch="///",
+                                     edgecolor="tab:green"))
+        labels.append("converted model PARTIAL (not the released model on the full test set)")
+    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=len(handles),
+               bbox_to_anchor=(0.99, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig
+
+
+_NUMBER = r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?"
+_REL = re.compile(rf"^rel (?:[^=,]*= )?(?P<tol>{_NUMBER})")
+_ABS = re.compile(rf"^abs (?P<tol>{_NUMBER})(?!\s*ulp)")
+_ULP = re.compile(rf"^abs (?P<n>{_NUMBER}) ulp\((?P<at>{_NUMBER})\)")
+
+
+def error_over_tolerance(row: pd.Series) -> tuple[float, str]:
+    """A comparison's error as a fraction of its tolerance, and a short tolerance tag.
+
+    Uses the CSV's ``error_over_tolerance`` column when it has one; else reads the
+    ``tolerance`` text: ``identical`` (0), ``rel T`` / ``rel ... = T`` (relative), ``abs T``,
+    ``abs N ulp(x)``. Entrywise bounds (``entrywise ...``) have no single number: NaN, and
+    the verdict alone says whether every entry is within its bound.
+    """
+    text = str(row.get("tolerance", "") or "").strip()
+    given = row.get("error_over_tolerance")
+    if given is not None and not pd.isna(given):
+        return float(given), _tolerance_tag(text)
+    if text == "identical":
+        return (0.0 if float(row["max_abs_err"]) == 0 else float("inf")), "identical"
+    for pattern, error in ((_REL, "max_rel_err"), (_ABS, "max_abs_err")):
+        match = pattern.match(text)
+        if match:
+            tol = float(match.group("tol"))
+            return _ratio(float(row[error]), tol), _tolerance_tag(text)
+    match = _ULP.match(text)
+    if match:
+        tol = float(match.group("n")) * float(np.spacing(float(match.group("at"))))
+        return _ratio(float(row["max_abs_err"]), tol), _tolerance_tag(text)
+    return float("nan"), _tolerance_tag(text)
+
+
+def _ratio(error: float, tolerance: float) -> float:
+    """error / tolerance (0 / 0 = 0)."""
+    if error == 0:
+        return 0.0
+    return error / tolerance if tolerance > 0 else float("inf")
+
+
+def _tolerance_tag(text: str) -> str:
+    """A few characters naming a tolerance (``rel 1e-12``, ``entrywise``, ``2 ulp``)."""
+    if text.startswith("entrywise"):
+        return "entrywise"
+    match = _REL.match(text)
+    if match:
+        return f"rel {float(match.group('tol')):.0e}"
+    match = _ULP.match(text)
+    if match:
+        return f"{match.group('n')} ulp"
+    return text[:10]
 
 
 def plot_parity(parity: pd.DataFrame, stem: Path) -> list[Path]:
-    """A case x quantity map of the max relative error (log colour scale); failing cells are
-    marked with a red cross, exact agreement with 0, quantities a case lacks stay blank."""
-    needed = {"case", "quantity", "max_rel_err", "verdict"}
-    if not needed <= set(parity.columns):
-        raise InputError(f"parity CSV lacks columns {sorted(needed - set(parity.columns))}")
+    """Draw :func:`parity_figure` and write it as ``stem.png`` / ``stem.pdf``."""
+    return save_figure(parity_figure(parity), stem)
+
+
+def parity_figure(parity: pd.DataFrame) -> Any:
+    """A case x quantity map coloured by each comparison's error / tolerance.
+
+    Passing cells run from dark (error far below the tolerance, or none) to light green
+    (close to it); failing cells are red with an x. Each cell notes its ratio and its
+    tolerance; a cell whose tolerance is an entrywise bound (no single number) shows its
+    verdict only. Quantities a case lacks stay blank.
+    """
+    missing = PARITY_COLUMNS - set(parity.columns)
+    if missing:
+        raise InputError(f"parity CSV lacks columns {sorted(missing)}")
     cases = list(dict.fromkeys(parity["case"].astype(str)))
     quantities = list(dict.fromkeys(parity["quantity"].astype(str)))
-    grid = np.full((len(cases), len(quantities)), np.nan)
-    failed = np.zeros(grid.shape, dtype=bool)
+    shape = (len(cases), len(quantities))
+    level = np.full(shape, np.nan)
+    notes: dict[tuple[int, int], tuple[str, str, bool]] = {}
+    low = -8.0  # log10 ratio drawn as "far below tolerance"
     for _, row in parity.iterrows():
         i, j = cases.index(str(row["case"])), quantities.index(str(row["quantity"]))
-        grid[i, j] = float(row["max_rel_err"])
-        failed[i, j] = str(row["verdict"]) != "pass"
-    positive = grid[np.isfinite(grid) & (grid > 0)]
-    low = float(positive.min()) if positive.size else 1e-17
-    logged = np.log10(np.where(np.isfinite(grid) & (grid > 0), grid, low))
-    logged[np.isnan(grid)] = np.nan
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.42 * len(quantities) + 3.0),
-                                    max(3.0, 0.32 * len(cases) + 2.0)))
-    image = ax.imshow(np.ma.masked_invalid(logged), cmap="viridis", aspect="auto")
-    fig.colorbar(image, ax=ax, label="log10 max relative error")
-    for i, j in zip(*np.nonzero(np.isfinite(grid)), strict=True):
-        if failed[i, j]:
-            ax.text(j, i, "x", ha="center", va="center", color="red", fontsize=11,
-                    fontweight="bold")
-        elif grid[i, j] == 0:
-            ax.text(j, i, "0", ha="center", va="center", color="white", fontsize=7)
+        ratio, tag = error_over_tolerance(row)
+        passed = str(row["verdict"]) == "pass"
+        if np.isnan(ratio):
+            level[i, j] = low / 2 if passed else 1.0
+            shown = "ok" if passed else "x"
+        else:
+            level[i, j] = np.clip(np.log10(ratio), low, 1.0) if ratio > 0 else low
+            shown = "0" if ratio == 0 else f"{ratio:.0e}"
+            if not passed:
+                shown = "x " + shown
+        notes[(i, j)] = (shown, tag, passed)
+    passing = np.ma.masked_where(np.isnan(level) | (level > 0), level)
+    failing = np.ma.masked_where(np.isnan(level) | (level <= 0), level)
+    for (i, j), (_, _, passed) in notes.items():
+        if not passed:  # a failure is red whatever its ratio says
+            passing[i, j] = np.ma.masked
+            failing[i, j] = 1.0
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.62 * len(quantities) + 3.0),
+                                    max(3.0, 0.42 * len(cases) + 2.4)))
+    image = ax.imshow(passing, cmap="Greens_r", vmin=low, vmax=0.0, aspect="auto")
+    ax.imshow(failing, cmap=matplotlib.colors.ListedColormap(["tab:red"]), aspect="auto")
+    fig.colorbar(image, ax=ax, label="log10(error / tolerance), passing comparisons")
+    for (i, j), (shown, tag, passed) in notes.items():
+        dark = passed and level[i, j] < low / 2
+        ax.text(j, i, f"{shown}\n{tag}", ha="center", va="center", fontsize=4.5,
+                color="white" if dark or not passed else "black",
+                fontweight="normal" if passed else "bold")
     ax.set_xticks(range(len(quantities)), quantities, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(cases)), cases, fontsize=7)
-    passed = int((parity["verdict"] == "pass").sum())
-    ax.set_title(f"Parity with the saved MATLAB values: {passed}/{len(parity)} comparisons "
-                 "pass (x = fail, 0 = identical, blank = not saved)", fontsize=9)
+    passed_count = int((parity["verdict"] == "pass").sum())
+    ax.set_title(f"Parity with the saved MATLAB values: {passed_count}/{len(parity)} "
+                 "comparisons pass.\nColour and first line: error / tolerance (0 = identical; "
+                 "'ok' = within an entrywise bound); second line: the tolerance; red x = fail; "
+                 "blank = not saved", fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, stem)
+    return fig
 
 
 def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
@@ -173,15 +301,41 @@ def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
                   parity: str | os.PathLike[str] | None = None,
                   out: str | os.PathLike[str] | None = "out",
                   arguments: dict[str, Any] | None = None) -> dict[str, list[Path] | str]:
-    """Write every figure its inputs allow under ``<out>/plots/``; say which were skipped."""
+    """Write every figure its inputs allow under ``<out>/plots/``; say which were skipped.
+
+    An input not given is skipped (and said so); an input given but missing or empty (a
+    parity CSV that does not exist, a tables folder without the table CSVs, logs with no
+    run) is an ``InputError`` naming it, raised before anything is written.
+    """
+    log_runs = load_logs(logs) if logs else None
+    table_frames: dict[str, tuple[int, pd.DataFrame]] = {}
+    if tables:
+        for table, stem in TABLE_FILES.items():
+            path = Path(tables) / f"{stem}.csv"
+            frame = read_csv_file(path, "fastap tables CSV (run fastap tables)")
+            missing = TABLE_COLUMNS - set(frame.columns)
+            if missing:
+                raise InputError(f"{path}: not a fastap tables CSV: columns {sorted(missing)} "
+                                 "missing")
+            table_frames[stem] = (table, check_numeric(frame, path, (
+                "batch_size", "dim", "published", "logs_value", "evaluated")))
+    parity_frame = None
+    if parity:
+        parity_frame = read_csv_file(parity, "parity CSV (run fastap parity)")
+        missing = PARITY_COLUMNS - set(parity_frame.columns)
+        if missing:
+            raise InputError(f"{parity}: not a parity CSV: columns {sorted(missing)} missing")
+        check_numeric(parity_frame, parity, ("max_abs_err", "max_rel_err"))
     folder = command_dir(out, "plots", arguments or {
         "logs": [str(p) for p in logs or []], "tables": str(tables or ""),
         "parity": str(parity or ""), "out": str(out)})
     result: dict[str, list[Path] | str] = {}
-    if logs:
-        log_runs = load_logs(logs)
+    if log_runs is not None:
         for _, row in log_runs.runs.iterrows():
             name = str(row["run"])
+            if not (log_runs.epochs["run"] == name).any():
+                result[f"curves {name}"] = "skipped: no epoch in this run's log"
+                continue
             model = match_run(_run_options(row), name)
             result[f"curves {name}"] = plot_curves(
                 log_runs.epochs, name, model.epoch if model else None,
@@ -189,22 +343,13 @@ def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
     else:
         result["curves"] = "skipped: no --logs given"
     if tables:
-        for table, stem in TABLE_FILES.items():
-            path = Path(tables) / f"{stem}.csv"
-            if not path.is_file():
-                result[stem] = f"skipped: {path} not found"
-                continue
-            frame = pd.read_csv(path)
+        for stem, (table, frame) in table_frames.items():
             result[stem] = plot_table(frame, f"Table {table}: published vs reproduced "
                                              "Recall@K", folder / stem)
     else:
         result["tables"] = "skipped: no --tables given"
-    if parity:
-        path = Path(parity)
-        if path.is_file():
-            result["parity_summary"] = plot_parity(pd.read_csv(path), folder / "parity_summary")
-        else:
-            result["parity_summary"] = f"skipped: {path} not found (run fastap parity)"
+    if parity_frame is not None:
+        result["parity_summary"] = plot_parity(parity_frame, folder / "parity_summary")
     else:
         result["parity_summary"] = "skipped: no --parity given"
     return result

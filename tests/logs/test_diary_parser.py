@@ -234,3 +234,27 @@ def test_field_line_outside_a_block_is_reported(tmp_path: Path) -> None:
     assert [(i.line, i.reason.split(" ")[0]) for i in diary.unrecognised] == \
         [(2, "'name:")]
     assert diary.options == {}
+
+
+def test_nul_byte_anywhere_is_a_format_error(tmp_path: Path) -> None:
+    """A NUL after the first 4 KB is still binary: the file is refused, not parsed."""
+    sim = simulate_run(tmp_path, SimSpec(epochs=1, seed=3))
+    raw = sim.files[0].read_bytes()
+    assert len(raw) > 6000
+    sim.files[0].write_bytes(raw[:6000] + b"\x00" + raw[6000:])
+    with pytest.raises(LogFormatError, match="NUL byte at offset 6000"):
+        parse_diary(sim.files[0])
+
+
+def test_runaway_line_is_cut_with_its_length(tmp_path: Path) -> None:
+    sim = simulate_run(tmp_path, SimSpec(epochs=1, seed=3))
+    lines = sim.files[0].read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if "Epoch 1/" in line)
+    lines.insert(at, "x" * 2_000_000)
+    sim.files[0].write_text("\n".join(lines) + "\n")
+    diary = parse_diary(sim.files[0])
+    (issue,) = diary.unrecognised
+    assert issue.line == at + 1 and len(issue.text) < 600
+    assert issue.text.startswith("x" * 500) and "2,000,000 characters" in issue.text
+    assert "2,000,000 characters" in issue.reason
+    assert diary.epochs[1].train_objective is not None  # the lines around it still count

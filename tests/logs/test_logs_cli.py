@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import reproduce.cli.main as cli
 from logs.simulator import SimSpec, simulate_run
+from reproduce.errors import InputError
 from reproduce.report.log_tables import logs_command
 from tests import REALFILES
 
@@ -102,3 +104,85 @@ def test_real_checkpoint_stats_through_the_mat_reader(tmp_path: Path) -> None:
     # scipy.io.loadmat reads them
     assert epochs["train_objective"].iloc[0] == pytest.approx(4.0976424, rel=1e-7)
     assert epochs["train_objective"].iloc[49] == pytest.approx(0.02820707, rel=1e-6)
+
+
+def test_failing_command_leaves_nothing_behind(tmp_path: Path, fastap, capsys) -> None:
+    (tmp_path / "adir.mat").mkdir()
+    out = tmp_path / "X"
+    assert fastap(["logs", str(tmp_path / "adir.mat"), "--out", str(out)]) == 2
+    assert "adir.mat" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()
+    assert fastap(["logs", str(tmp_path / "adir.mat"), "--out", str(out)]) == 2
+    assert list(out.iterdir()) == []
+
+
+def test_foreign_text_files_only_are_an_error(tmp_path: Path, fastap, capsys) -> None:
+    (tmp_path / "logs").mkdir()
+    shutil.copyfile(REAL_LOGS / "log_fcnTrain_dag_issue_vlfeat-matconvnet-fcn-21.txt",
+                    tmp_path / "logs" / "train.log.txt")
+    assert fastap(["logs", str(tmp_path / "logs"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no FastAP diary" in err and "train.log.txt" in err
+    assert not (tmp_path / "o").exists()
+
+
+def _stats_checkpoint(path: Path) -> Path:
+    """A small MAT v7 file laid out like a checkpoint: ``net``, then ``stats``."""
+    from converters.matio.write import save_mat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats = {"train": [{"objective": np.array([[0.5]]), "time": np.array([[1.0]])}] * 7}
+    return save_mat(path, {"net": {"params": np.zeros((200, 200))}, "stats": stats},
+                    compress=False)
+
+
+def test_truncated_checkpoint_is_named_and_the_good_run_kept(tmp_path: Path, fastap,
+                                                             capsys) -> None:
+    simulate_run(tmp_path / "good", SimSpec(epochs=2, test_interval=2, seed=4))
+    bad = _stats_checkpoint(tmp_path / "bad" / "exp" / "net-epoch-7.mat")
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[:len(raw) // 2])
+    status = fastap(["logs", str(tmp_path / "good"), str(tmp_path / "bad"), "--out",
+                     str(tmp_path / "o")])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "net-epoch-7.mat: truncated MAT file" in err and "no 'stats'" not in err
+    epochs = pd.read_csv(tmp_path / "o" / "epochs.csv")
+    assert epochs["run"].str.contains("simulated").all() and epochs["epoch"].tolist() == [1, 2]
+    report = (tmp_path / "o" / "report.txt").read_text()
+    assert "files not read: 1" in report and "net-epoch-7.mat: truncated" in report
+
+
+def test_intact_checkpoint_without_stats_says_so(tmp_path: Path) -> None:
+    from converters.matio.write import save_mat
+    from reproduce.report.log_tables import load_checkpoint_stats, mat_v5_truncation
+
+    path = save_mat(tmp_path / "net-epoch-1.mat", {"net": {"params": np.zeros((3, 3))}})
+    assert mat_v5_truncation(path) is None
+    with pytest.raises(InputError, match="no 'stats' variable"):
+        load_checkpoint_stats(path)
+    whole = _stats_checkpoint(tmp_path / "whole" / "net-epoch-7.mat")
+    assert mat_v5_truncation(whole) is None
+    assert len(load_checkpoint_stats(whole)["train"]) == 7
+
+
+def test_counts_stay_integers_beside_empty_cells(tmp_path: Path) -> None:
+    simulate_run(tmp_path / "in", SimSpec(epochs=2, test_interval=2, seed=4))
+    logs_command([tmp_path / "in", REAL_LOGS], tmp_path / "res")  # pasted logs: no `completed`
+    runs = pd.read_csv(tmp_path / "res" / "runs.csv", dtype=str)
+    assert sorted(runs["completed"].dropna()) == ["2"] and runs["completed"].isna().sum() == 4
+    assert set(runs["last_epoch"].dropna()) == {"2"}
+    details = pd.read_csv(tmp_path / "res" / "epoch_details.csv", dtype=str)
+    assert details["batch_size"].tolist() == ["256", "256"]
+
+
+def test_binary_diary_beside_a_good_run_is_reported_not_fatal(tmp_path: Path, fastap,
+                                                              capsys) -> None:
+    simulate_run(tmp_path / "good", SimSpec(epochs=2, test_interval=2, seed=4))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "diary_001.txt").write_bytes(b"processEpoch: x\n\x00\x01")
+    assert fastap(["logs", str(tmp_path / "good"), str(tmp_path / "bad"), "--out",
+                   str(tmp_path / "o")]) == 1
+    assert "bad/diary_001.txt: binary file (NUL byte at offset 16)" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "o" / "epochs.csv")["epoch"].tolist() == [1, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from reproduce.cli.common import add_out_argument
@@ -17,7 +18,8 @@ def add_parser(subparsers: Any) -> None:
                     "of one folder are one run, merged across resumes) and net-epoch-N.mat "
                     "stats. Writes DIR/epochs.csv, runs.csv, epoch_details.csv, "
                     "unrecognised.csv, matlab_messages.csv and report.txt. Without PATH: the "
-                    "shipped SIMULATED sample diaries.")
+                    "shipped SIMULATED sample diaries. A file that cannot be read (binary, "
+                    "truncated) is reported and the others are used (exit status 1).")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="diary files, net-epoch-N.mat files or folders")
     add_out_argument(parser, "the tables directly into DIR", default=DEFAULT_OUT / "logs")
@@ -25,7 +27,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Parse, write, print the report's summary lines."""
+    """Parse, write, print the report's summary lines; 1 when some input could not be read
+    (the others were used), the unreadable files named on stderr."""
     from reproduce.report.log_tables import logs_command
 
     result = logs_command(args.paths, args.out,
@@ -38,4 +41,6 @@ def run(args: argparse.Namespace) -> int:
           f"warnings/errors (see {result.files['report']})")
     print(f"wrote {result.files['epochs']} ({len(result.epochs)} rows), "
           f"{result.files['runs']}")
-    return 0
+    for bad in result.bad_files:
+        print(f"fastap logs: not read: {bad.error}", file=sys.stderr)
+    return 1 if result.bad_files else 0

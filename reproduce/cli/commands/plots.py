@@ -12,8 +12,9 @@ def add_parser(subparsers: Any) -> None:
     """Register ``fastap plots``."""
     parser = subparsers.add_parser(
         "plots", help="PNG and PDF figures from logs, tables and the parity CSV",
-        description="Writes <out>/plots/*.png and *.pdf. Each input is optional; figures "
-                    "whose input is missing are skipped and reported.")
+        description="Writes <out>/plots/*.png and *.pdf. Each input is optional; the "
+                    "figures of an input not given are skipped and reported; an input given "
+                    "but missing or empty is an error.")
     parser.add_argument("--logs", nargs="*", default=None, metavar="DIR",
                         help="fastap logs output folders or diary folders")
     parser.add_argument("--tables", default=None, metavar="DIR",

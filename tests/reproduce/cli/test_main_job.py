@@ -59,21 +59,79 @@ def test_bad_inputs_exit_2_without_output(tmp_path: Path,
     assert not out.exists()
 
 
-def test_real_inputs_fill_the_evaluated_column(tmp_path: Path, build: SimpleNamespace) -> None:
-    models = tmp_path / "models" / "products-FastAP-512-resnet18"
-    write_synthetic_checkpoint(models / "net-epoch-3.mat", "resnet18-pt-mcn", dim=512,
-                               with_state=False, compress=False)
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory, build: SimpleNamespace
+             ) -> tuple[int, Path]:
+    """--models with a good epoch-3 checkpoint and a truncated one, 12 SOP-style images."""
+    tmp_path = tmp_path_factory.mktemp("real")
+    models = tmp_path / "models"
+    good = write_synthetic_checkpoint(models / "products-FastAP-512-resnet18" / "net-epoch-3.mat",
+                                      "resnet18-pt-mcn", dim=512, with_state=False,
+                                      compress=False)
+    bad = models / "products-FastAP-512-resnet50" / "net-epoch-12.mat"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(good.read_bytes()[:5_000_000])
     data = tmp_path / "data"
-    build.products(data / "products", classes=3, per_class=2, identical=True)
+    build.products(data / "products", classes=3, per_class=4, identical=True)
     out = tmp_path / "out"
-    status = main(["reproduce", "--models", str(tmp_path / "models"), "--data", str(data),
+    status = main(["reproduce", "--models", str(models), "--data", str(data),
                    "--logs", str(SAMPLES_DIR), "--out", str(out)])
-    assert status == 0
+    return status, out
+
+
+def test_one_bad_checkpoint_does_not_sink_the_others(real_run: tuple[int, Path]) -> None:
+    status, out = real_run
+    assert status == 1
     summary = (out / "reproduce" / "summary.md").read_text()
+    assert "## convert net-epoch-12.mat: failed" in summary
+    assert "net-epoch-12.mat: cannot read MAT v5/v7 file (truncated or damaged?)" in summary
+    assert "## convert net-epoch-3.mat: ok" in summary
     assert "## evaluate products-FastAP-512-resnet18__net-epoch-3: ok" in summary
-    assert "SYNTHETIC" not in summary
+    assert "## tables: ok" in summary and "## plots: ok" in summary
+    assert summary.splitlines()[-1].startswith("Overall: FAILED: convert net-epoch-12.mat")
+    # the job did not fall back to a checkpoint of its own (the given ones are synthetic
+    # too, and are labelled so: that is what the PARTIAL line says)
+    assert "reproduce/synthetic" not in summary and "SYNTHETIC checkpoint;" in summary
+
+
+def test_partial_evaluation_is_never_the_released_model(real_run: tuple[int, Path]) -> None:
+    """Epoch 3 (released: 20) on 12 images (published: 60,502): marked in every output."""
+    _, out = real_run
     table = pd.read_csv(out / "tables" / "table1_products.csv")
-    row = table[(table["method"] == "FastAP") & (table["backbone"] == "ResNet-18")
-                & (table["metric"] == "R@1")]
+    rows = table[(table["method"] == "FastAP") & (table["backbone"] == "ResNet-18")]
+    r1 = rows.set_index("metric").loc["R@1"]
     # every query's nearest other image is an identical copy of the same class
-    assert row["evaluated"].tolist() == [100.0]
+    assert r1["evaluated"] == 100.0 and r1["evaluated_partial"]
+    assert (r1["evaluated_epoch"], r1["evaluated_images"]) == (3, 12)
+    assert rows["evaluated_minus_published"].isna().all()
+    md = (out / "tables" / "table1_products.md").read_text()
+    assert "| converted model (PARTIAL) | 100.0 [partial] | 100.0 [partial] |" in md
+    assert "| converted model | 100.0" not in md
+    assert "epoch 3 checkpoint (released: epoch 20); 12 of the 60,502 test images" in md
+    summary = (out / "reproduce" / "summary.md").read_text()
+    # the test's checkpoint is one of ours, and its card says so
+    assert ("- PARTIAL: products-FastAP-512-resnet18__net-epoch-3: SYNTHETIC checkpoint; "
+            "epoch 3 checkpoint (released: epoch 20); 12 of the 60,502 test images") in summary
+    assert "- PARTIAL: table1_products: FastAP ResNet-18 M=256 D=512 (R@1, R@10): " \
+        "SYNTHETIC checkpoint; epoch 3" in summary
+    last = summary.splitlines()[-1]
+    assert "PARTIAL evaluations, NOT the released models" in last
+    assert "every check passed" not in last
+
+
+def test_logs_without_a_fastap_diary_fail_the_logs_stage(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "train.log").write_text("Epoch 1 loss 0.3\nall done\n")
+    models = tmp_path / "models" / "x"
+    models.mkdir(parents=True)
+    (models / "net-epoch-1.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b" " * 200)
+    out = tmp_path / "out"
+    status = main(["reproduce", "--models", str(tmp_path / "models"), "--logs", str(foreign),
+                   "--out", str(out)])
+    assert status == 1
+    summary = (out / "reproduce" / "summary.md").read_text()
+    assert "## logs: failed" in summary and "no FastAP diary in" in summary
+    assert "0 epoch rows" not in summary
+    assert not list((out / "plots").glob("curves_*"))
+    assert "## tables: ok" in summary and "the log columns stay empty" in summary

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import pytest
 
 from logs.simulator import SimSpec, simulate_run
+from reproduce.errors import InputError
 from reproduce.report.log_tables import logs_command
 from reproduce.report.paper_tables import tables_command
-from reproduce.report.plots import plots_command
+from reproduce.report.plots import error_over_tolerance, parity_figure, plots_command, table_figure
 
 
 def _valid(path: Path) -> bool:
@@ -39,10 +44,94 @@ def test_plots_from_logs_tables_and_parity(tmp_path: Path) -> None:
     assert not list((tmp_path / "out" / "plots").glob("*.part"))
 
 
-def test_missing_inputs_are_skipped(tmp_path: Path) -> None:
+def test_inputs_not_given_are_skipped(tmp_path: Path) -> None:
     result = plots_command(None, None, None, tmp_path)
     assert all(isinstance(v, str) and v.startswith("skipped") for v in result.values())
-    result = plots_command(None, tmp_path / "no-tables", tmp_path / "no-parity.csv", tmp_path)
-    assert result["parity_summary"].startswith("skipped") and "no-parity.csv" in \
-        result["parity_summary"]
-    assert result["table1_products"].startswith("skipped")
+
+
+@pytest.mark.parametrize(("option", "needle"), [
+    ("parity", "missing.csv: parity CSV (run fastap parity) not found"),
+    ("tables", "table1_products.csv: fastap tables CSV (run fastap tables) not found"),
+    ("logs", "no fastap logs output"),
+])
+def test_inputs_given_but_missing_are_errors(tmp_path: Path, option: str, needle: str) -> None:
+    (tmp_path / "empty").mkdir()
+    given = {"parity": tmp_path / "missing.csv", "tables": tmp_path / "empty",
+             "logs": [tmp_path / "empty"]}
+    with pytest.raises(InputError, match=re.escape(needle)):
+        plots_command(**{option: given[option]}, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def _table_rows() -> pd.DataFrame:
+    """Two FastAP panels: simulated logs in one, a partial model value in the other."""
+    base = {"method": "FastAP", "backbone": "ResNet-50", "dim": 512, "status": "secondary",
+            "released_epoch": 12, "logs_value": None, "evaluated": None,
+            "evaluated_partial": None, "evaluated_on": "", "note": ""}
+    rows = [{**base, "batch_size": 256, "metric": m, "published": p, "logs_value": lg,
+             "status": st, "note": "SIMULATED log"}
+            for m, p, lg, st in (("R@1", 76.4, 73.1, "secondary"),
+                                 ("R@1000", 98.2, 97.9, "conflicting"))]
+    rows += [{**base, "batch_size": 96, "metric": m, "published": p, "evaluated": 100.0,
+              "evaluated_partial": True,
+              "evaluated_on": "PARTIAL: epoch 3 checkpoint (released: epoch 28)"}
+             for m, p in (("R@1", 75.8), ("R@1000", None))]
+    return pd.DataFrame(rows)
+
+
+def test_table_figure_shares_a_zero_based_axis_and_says_what_is_partial() -> None:
+    fig = table_figure(_table_rows(), "Table 1")
+    axes = fig.axes
+    assert len(axes) == 2 and all(ax.get_ylim() == (0.0, 100.0) for ax in axes)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("SIMULATED" in t for t in legend) and any("PARTIAL" in t for t in legend)
+    assert "model PARTIAL: epoch 3 checkpoint" in axes[1].get_xlabel().replace("\n", " ")
+    fig.canvas.draw()
+    for ax in axes:  # every status tag lies inside its panel
+        box = ax.get_window_extent()
+        for text in ax.texts:
+            extent = text.get_window_extent()
+            assert box.y0 <= extent.y0 and extent.y1 <= box.y1, text.get_text()
+    plt.close(fig)
+
+
+def test_parity_cells_are_error_over_tolerance() -> None:
+    rows = pd.DataFrame([
+        {"case": "a", "quantity": "h", "max_abs_err": 1e-16, "max_rel_err": 5e-13,
+         "tolerance": "rel 1e-12", "verdict": "pass"},
+        {"case": "a", "quantity": "Z", "max_abs_err": 8.881784197001252e-16, "max_rel_err": 0.0,
+         "tolerance": "abs 2 ulp(4)", "verdict": "pass"},
+        {"case": "a", "quantity": "dInputs", "max_abs_err": 1e-7, "max_rel_err": 9e-5,
+         "tolerance": "rel 4g(D+N) = 1.8e-04, single", "verdict": "pass"},
+        {"case": "a", "quantity": "Delta", "max_abs_err": 0.0, "max_rel_err": 0.0,
+         "tolerance": "identical", "verdict": "pass"},
+        {"case": "a", "quantity": "d_AP_x", "max_abs_err": 1e-3, "max_rel_err": 1e-3,
+         "tolerance": "entrywise 2g(N+L+1)|X|M, N=8", "verdict": "fail"},
+    ])
+    found = [error_over_tolerance(r) for _, r in rows.iterrows()]
+    assert found[0] == (pytest.approx(0.5), "rel 1e-12")
+    assert found[1] == (pytest.approx(0.5), "2 ulp")  # ulp(4) = 2**-50 in double
+    assert found[2][0] == pytest.approx(0.5)
+    assert found[3] == (0.0, "identical")
+    assert np.isnan(found[4][0]) and found[4][1] == "entrywise"
+    fig = parity_figure(rows)
+    notes = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert notes == ["0\nidentical", "5e-01\n2 ulp", "5e-01\nrel 1e-12", "5e-01\nrel 2e-04",
+                     "x\nentrywise"]
+    plt.close(fig)
+
+
+def test_bad_parity_and_table_csvs_are_named(tmp_path: Path) -> None:
+    (tmp_path / "parity.csv").write_text(
+        "case,quantity,max_abs_err,max_rel_err,tolerance,verdict\na,h,0,abc,rel 1e-12,pass\n")
+    with pytest.raises(InputError, match=r"parity.csv:2: column 'max_rel_err': 'abc'"):
+        plots_command(parity=tmp_path / "parity.csv", out=tmp_path / "out")
+    (tmp_path / "parity.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(InputError, match=r"parity.csv: not a text CSV file"):
+        plots_command(parity=tmp_path / "parity.csv", out=tmp_path / "out")
+    (tmp_path / "tables").mkdir()
+    for name in ("table1_products", "table2_inshop", "table3_vid"):
+        (tmp_path / "tables" / f"{name}.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match=r"table1_products.csv: not a fastap tables CSV"):
+        plots_command(tables=tmp_path / "tables", out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -39,8 +40,8 @@ def inputs(tmp_path: Path) -> dict[str, Path]:
     _write_logs(tmp_path / "logs")
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "recall.csv").write_text(
-        "model,dataset,metric,value\nproducts-resnet50-M256-D512,products,R@1,76.0\n"
-        "unknown-model,products,R@1,10.0\n")
+        "model,dataset,metric,value,epoch,images\n"
+        "products-resnet50-M256-D512,products,R@1,76.0,12,60502\n")
     (tmp_path / "eval" / "k.csv").write_text(
         "dataset,arch,batch_size,dim,K,recall\nproducts,resnet50,256,512,10,0.887\n")
     return {"published": tmp_path / "published.csv", "logs": tmp_path / "logs",
@@ -74,6 +75,11 @@ def test_tables_from_known_inputs(inputs: dict[str, Path]) -> None:
     assert r10["status"] == "conflicting"
     assert pd.isna(r10["logs_value"])  # epoch 12 has no R@10 in the log: missing, not 0
     assert r10["evaluated"] == pytest.approx(88.7)  # K/recall fraction -> percent
+    # k.csv states no epoch nor image count: shown, marked partial, not differenced
+    assert r10["evaluated_partial"] and pd.isna(r10["evaluated_minus_published"])
+    assert "epoch not stated" in r10["evaluated_on"]
+    assert not row["evaluated_partial"] and row["evaluated_on"].startswith("released epoch 12")
+    assert (row["evaluated_epoch"], row["evaluated_images"]) == (12, 60502)
     r1000 = t1[(t1["batch_size"] == 96) & (t1["dim"] == 512) & (t1["metric"] == "R@1000")].iloc[0]
     assert pd.isna(r1000["published"]) and r1000["status"] == "missing"
     r18 = t1[t1["backbone"] == "ResNet-18"]
@@ -115,10 +121,16 @@ def test_evaluate_command_csv_with_model_card(tmp_path: Path) -> None:
 
     model = tmp_path / "simulated-10bins-batch256-adam1e-05mult10-WD0e+00__net-epoch-30.pt"
     opts = {"dataset": "vid", "arch": "resnet50", "batchSize": 256, "dim": 512}
-    card = ModelCard(family="resnet50-caffe", opts=opts)
+    card = ModelCard(family="resnet50-caffe", opts=opts, epoch=30)
     torch.save({"format_version": 1, "card_json": card.to_json()}, model)
     folder = tmp_path / "evaluations" / model.stem / "evaluate"
     folder.mkdir(parents=True)
+    checks = [{"what": "small test images", "expected": 6493, "found": 6493, "ok": True},
+              {"what": "large test images", "expected": 19777, "found": 19777, "ok": True},
+              {"what": "train images", "expected": 113346, "found": 0, "ok": False}]
+    (folder / "recall.json").write_text(json.dumps({"dataset": {"count_checks": checks}}))
+    pd.DataFrame([{"index": 0, "path": "a.jpg", "label": 1, "rank_first_positive": 1}]).to_csv(
+        folder / "per_query_vid-small-authors.csv", index=False)  # companion: not a result
     pd.DataFrame([
         {"dataset": "vid", "protocol": "vid-small-authors", "family": "authors", "K": 1,
          "recall": 0.9105, "model": str(model)},
@@ -135,4 +147,92 @@ def test_evaluate_command_csv_with_model_card(tmp_path: Path) -> None:
                                                                               abs=0.006)
     assert r50.loc["large R@5", "evaluated"] == pytest.approx(95.0)
     assert r50["evaluated"].notna().sum() == 2
+    assert not r50.loc["large R@5", "evaluated_partial"]
+    assert r50.loc["large R@5", "evaluated_images"] == 19777
     assert t3[t3["batch_size"] == 96]["evaluated"].isna().all()
+
+
+@pytest.fixture
+def fastap(monkeypatch: pytest.MonkeyPatch):
+    """``fastap`` with only the tables subcommand registered."""
+    monkeypatch.setattr(cli, "SUBCOMMANDS", ("tables",))
+    return cli.main
+
+
+def test_bad_cells_and_binary_files_are_named(tmp_path: Path, fastap, capsys) -> None:
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "recall.csv").write_text(
+        "model,metric,value\nproducts-resnet50-M256-D512,R@1,76.0\n"
+        "products-resnet50-M256-D512,R@10,abc\n")
+    out = tmp_path / "out"
+    assert fastap(["tables", "--evaluations", str(tmp_path / "eval"), "--out", str(out)]) == 2
+    assert "recall.csv:3: column 'value': 'abc' is not a number" in capsys.readouterr().err
+    (tmp_path / "pub.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    assert fastap(["tables", "--published", str(tmp_path / "pub.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pub.csv: not a text CSV file" in err and "byte 0" in err
+    (tmp_path / "pub2.csv").write_text(PUBLISHED.replace("76.4", "7x.4"))
+    assert fastap(["tables", "--published", str(tmp_path / "pub2.csv"), "--out", str(out)]) == 2
+    assert "pub2.csv:2: column 'value': '7x.4' is not a number" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_inputs_that_give_nothing_are_errors(tmp_path: Path, fastap, capsys) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    assert fastap(["tables", "--logs", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert "empty: no fastap logs output" in capsys.readouterr().err
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "recall.csv").write_text(
+        "model,dataset,metric,value\nunknown-model,products,R@1,10.0\n")
+    assert fastap(["tables", "--evaluations", str(tmp_path / "eval"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "recall.csv:2: model 'unknown-model' is none of the released configurations" in err
+    (tmp_path / "eval" / "recall.csv").write_text("name,score\nx,1\n")
+    assert fastap(["tables", "--evaluations", str(tmp_path / "eval"), "--out", str(out)]) == 2
+    assert "recall.csv: not an evaluation CSV" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_partial_evaluation_is_marked_and_not_differenced(tmp_path: Path, fastap,
+                                                          capsys) -> None:
+    """An epoch-3 checkpoint scored on 12 images is shown as partial, never as the release."""
+    import json
+
+    import torch
+
+    model = tmp_path / "products-FastAP-512-resnet18__net-epoch-3.pt"
+    opts = {"dataset": "products", "arch": "resnet18", "batchSize": 256, "dim": 512}
+    torch.save({"card_json": ModelCard(family="resnet18-pt-mcn", opts=opts, epoch=3).to_json()},
+               model)
+    folder = tmp_path / "evaluations" / "evaluate"
+    folder.mkdir(parents=True)
+    checks = [{"what": "test images", "expected": 60502, "found": 12, "ok": False}]
+    (folder / "recall.json").write_text(json.dumps({"dataset": {"count_checks": checks}}))
+    pd.DataFrame([{"dataset": "products", "protocol": "products", "family": "authors",
+                   "K": k, "recall": 1.0, "model": str(model)} for k in (1, 10)]).to_csv(
+        folder / "recall.csv", index=False)
+    published = tmp_path / "pub.csv"
+    published.write_text(PUBLISHED + "1,products,FastAP,ResNet-18,256,512,R@1,71.0,"
+                                     "secondary,s5\n")
+    assert fastap(["tables", "--evaluations", str(tmp_path / "evaluations"), "--published",
+                   str(published), "--out", str(tmp_path / "out")]) == 0
+    assert ("PARTIAL (not the released model on the full test set): FastAP ResNet-18 M=256 "
+            "D=512 (R@1, R@10): epoch 3 checkpoint") in capsys.readouterr().out
+    t1 = pd.read_csv(tmp_path / "out" / "tables" / "table1_products.csv")
+    r18 = t1[t1["backbone"] == "ResNet-18"].set_index("metric")
+    assert r18.loc["R@1", "evaluated"] == 100.0 and r18.loc["R@1", "evaluated_partial"]
+    assert pd.isna(r18.loc["R@1", "evaluated_minus_published"])
+    assert (r18.loc["R@1", "evaluated_epoch"], r18.loc["R@1", "evaluated_images"],
+            r18.loc["R@1", "published_images"]) == (3, 12, 60502)
+    assert r18.loc["R@1", "evaluated_on"] == ("PARTIAL: epoch 3 checkpoint (released: epoch "
+                                              "20); 12 of the 60,502 test images")
+    md = (tmp_path / "out" / "tables" / "table1_products.md").read_text()
+    assert "| converted model (PARTIAL) | 100.0 [partial] | 100.0 [partial] |" in md
+    assert "converted model | 100.0" not in md and "model - published" not in md
+    assert "12 of the 60,502 test images" in md
+    # integers stay integers in the CSV, a missing competitor cell says so
+    text = (tmp_path / "out" / "tables" / "table1_products.csv").read_text()
+    assert ",ResNet-18,256,512,R@1," in text and "256.0" not in text
+    assert "| Triplet GoogLeNet D=512 | published | 42.1 [sec] | missing | missing | missing |" \
+        in md
