@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from converters.fastap.card import FAMILY_GENERIC, ModelCard, ModelInput
 from converters.fastap.families import (
     ARCH,
     INPUT_SIZE,
-    LOSS_TYPE,
     FastAPEmbedding,
     convert_fastap,
     detect_family,
@@ -35,6 +33,7 @@ from converters.fastap.families import (
 )
 from converters.fastap.input_scaling import check_input_scaling, read_images
 from converters.fastap.model_file import SAFETENSORS_SUFFIX, save_model
+from converters.fastap.run_options import checkpoint_epoch, loss_options
 from converters.fastap.synthetic import SYNTHETIC_META
 from converters.mcn.net import McnNet
 from converters.mcn.reader import read_network
@@ -74,42 +73,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str | None:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def checkpoint_epoch(net: McnNet) -> tuple[int | None, str | None]:
-    """The checkpoint's epoch and where it was read (file name ``net-epoch-N``, or stats)."""
-    match = re.search(r"net-epoch-(\d+)\.mat$", os.path.basename(net.source or ""))
-    if match:
-        return int(match.group(1)), "file name"
-    train = (net.stats or {}).get("train")
-    if isinstance(train, dict):
-        return 1, "stats.train (1 epoch)"
-    if isinstance(train, list) and train:
-        return len(train), f"stats.train ({len(train)} epochs)"
-    return None, None
-
-
-def plain_value(value: Any) -> Any:
-    """A MAT tree value as JSON-able data: 1x1 arrays -> scalars, arrays -> flat lists."""
-    if isinstance(value, dict):
-        return {k: plain_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_value(v) for v in value]
-    if isinstance(value, np.ndarray):
-        if value.size == 1:
-            return value.ravel()[0].item()
-        return value.ravel(order="F").tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def loss_options(net: McnNet) -> dict[str, Any] | None:
-    """The ``opt`` struct of the ``FastAP`` loss layer (the run's options), JSON-able."""
-    for layer in net.layers:
-        if layer.type == LOSS_TYPE and isinstance(layer.block.get("opt"), dict):
-            return plain_value(layer.block["opt"])
-    return None
 
 
 def average_image(net: McnNet) -> np.ndarray | None:

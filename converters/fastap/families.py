@@ -42,6 +42,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from converters.errors import MatConvNetError
+from converters.fastap.run_options import LOSS_TYPE
 from converters.matio.values import to_floats, to_str
 from converters.mcn.array_order import filter_to_torch
 from converters.mcn.net import McnLayer, McnNet
@@ -60,7 +61,6 @@ INPUT_SIZE = (224, 224)
 
 HEAD_FC = "fc"
 HEAD_L2NORM = "L2norm"
-LOSS_TYPE = "FastAP"
 
 # parameter-free layer types a FastAP ResNet may hold
 _PARAMLESS_TYPES = {"dagnn.ReLU", "dagnn.Pooling", "dagnn.Sum", "dagnn.Permute",

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from converters.fastap.run_options import KEY_OPTIONS, checkpoint_epoch, loss_options
 from converters.matio.read import list_variables
+from converters.mcn.net import McnNet
 from converters.mcn.reader import read_network
 
 _MATLAB_CLASS = {"float64": "double", "float32": "single", "bool": "logical"}
@@ -107,7 +109,28 @@ def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         "params": params,
         "meta": _meta_summary(net.meta),
         "stats": _stats_summary(net.stats),
+        "fastap": _fastap_summary(net),
     }
+
+
+def _fastap_summary(net: McnNet) -> dict[str, Any] | None:
+    """The FastAP run's options and the checkpoint's epoch, when the file is a FastAP one."""
+    options = loss_options(net)
+    if options is None:
+        return None
+    epoch, epoch_from = checkpoint_epoch(net)
+    return {"checkpoint_epoch": epoch, "epoch_from": epoch_from,
+            "key_options": {k: options[k] for k in KEY_OPTIONS if k in options},
+            "options": options}
+
+
+def _option(value: Any) -> str:
+    """One option value as MATLAB's ``disp`` would show it, short: text bare, lists spaced."""
+    if isinstance(value, list):
+        return "[" + " ".join(_option(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -124,8 +147,17 @@ def format_inspection(report: dict[str, Any]) -> str:
     """The report of ``inspect_file`` as readable text."""
     out = [f"file:    {report['file']} ({report['size_bytes']:,} bytes)",
            f"format:  MAT {report['format']}",
-           f"layout:  {report['layout']}",
-           "", "variables:"]
+           f"layout:  {report['layout']}"]
+    fastap = report.get("fastap")
+    if fastap:
+        keys = ", ".join(f"{k} {_option(v)}" for k, v in fastap["key_options"].items())
+        out.append(f"FastAP:  checkpoint epoch {fastap['checkpoint_epoch']} "
+                   f"(from {fastap['epoch_from']}); run options: {keys}")
+        others = {k: v for k, v in fastap["options"].items() if k not in fastap["key_options"]}
+        if others:
+            out.append("         other options: "
+                       + ", ".join(f"{k} {_option(v)}" for k, v in others.items()))
+    out += ["", "variables:"]
     out += ["  " + line for line in _table(
         [[v["name"], "x".join(map(str, v["shape"])), v["class"]] for v in report["variables"]],
         ["name", "size", "class"])]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -101,3 +102,26 @@ def test_bad_input_exits_2_naming_the_file(tmp_path: Path, monkeypatch: pytest.M
     assert _run(["inspect", str(path)], monkeypatch) == 2
     err = capsys.readouterr().err
     assert err.startswith("fastap inspect: error: ") and path.name in err
+
+
+def test_fastap_options_tell_the_released_models_apart(build: SimpleNamespace,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    ckpt = build.checkpoint("imagenet-resnet-50-dag")
+    assert cli.main(["inspect", str(ckpt)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fastap = next(line for line in lines if line.startswith("FastAP:"))
+    # the synthetic checkpoint's opt struct (converters.fastap.synthetic) as the run wrote it
+    assert fastap == ("FastAP:  checkpoint epoch 3 (from file name); run options: dataset "
+                      "products, arch resnet50, dim 512, nbins 10, batchSize 256, lr 1e-05, "
+                      "lrmult 10, epoch 30")
+    assert cli.main(["inspect", str(ckpt), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["fastap"]["key_options"]["batchSize"] == 256
+    assert report["fastap"]["options"]["solver"] == "adam"
+
+
+def test_generic_networks_have_no_fastap_section() -> None:
+    report = inspect_file(REALFILES / "mat" / "dagnn_v5_struct_mnist_new_net.mat")
+    assert report["fastap"] is None
+    assert "FastAP:" not in format_inspection(report)

@@ -152,3 +152,26 @@ def test_unsqueezed_features_are_accepted(tmp_path: Path) -> None:
     scipy.io.savemat(path, {k: v for k, v in mat.items() if not k.startswith("__")})
     rows = check_fixture(path)
     assert all(r.passed for r in rows) and len(rows) > 20
+
+
+def _as_v73(source: Path, target: Path) -> Path:
+    """``source`` (a v5 fixture) rewritten as MAT v7.3 by the project's writer."""
+    from converters.matio.write import save_mat
+
+    mat = {k: v for k, v in scipy.io.loadmat(source).items() if not k.startswith("__")}
+    for k, v in mat.items():
+        if getattr(v, "dtype", None) is not None and v.dtype.kind == "U":
+            mat[k] = "\n".join(str(s) for s in v.ravel())
+    return save_mat(target, mat, version="7.3") or target
+
+
+@pytest.mark.parametrize("source", [FASTAP / "tiny_single.mat", FASTAP / "tiny_double.mat",
+                                    FIXTURES / "recall_matlab" / "eval_ties.mat"])
+def test_v73_fixture_files_are_checked_like_v5(tmp_path: Path, source: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    copy = _as_v73(source, tmp_path / source.name)
+    assert copy.read_bytes()[:6] == b"MATLAB" and b"HDF" in copy.read_bytes()[512:520]
+    v5_rows, v73_rows = check_fixture(source), check_fixture(copy)
+    assert [(r.quantity, r.verdict, r.max_abs_err) for r in v73_rows] == \
+        [(r.quantity, r.verdict, r.max_abs_err) for r in v5_rows]
+    assert cli.main(["parity", "--fixtures", str(copy), "--out", str(tmp_path / "out")]) == 0
