@@ -41,6 +41,7 @@ __all__ = [
     "ADAM_REQUIRED",
     "SAMPLER_REQUIRED",
     "check_adam_fixture",
+    "case_label",
     "check_sampler_fixture",
     "cell_list",
     "field",
@@ -93,13 +94,13 @@ def _is_text_named(mat: dict[str, Any], name: str) -> bool:
 # --- comparing ---------------------------------------------------------------------------------
 
 def compare_row(case: str, quantity: str, ours: Any, theirs: Any, *, rel: float = 0.0,
-                abs_tol: float = 0.0, tolerance: str = "identical", note: str = ""
+                abs_tol: Any = 0.0, tolerance: str = "identical", note: str = ""
                 ) -> ParityRow:
     """Compare two arrays (same number of entries; ``theirs`` gives the shape).
 
-    Passes when ``max|ours - theirs| <= rel * max|theirs| + abs_tol``; ``rel = abs_tol = 0``
-    means identical. Errors are the max absolute difference and that relative to the largest
-    MATLAB magnitude.
+    Passes when every ``|ours - theirs| <= rel * max|theirs| + abs_tol`` (``abs_tol`` a scalar
+    or an entrywise array of ``theirs``'s shape); ``rel = abs_tol = 0`` means identical.
+    Errors are the max absolute difference and that relative to the largest MATLAB magnitude.
     """
     if isinstance(ours, torch.Tensor):
         ours = ours.detach().to("cpu", torch.float64).numpy()
@@ -117,18 +118,28 @@ def compare_row(case: str, quantity: str, ours: Any, theirs: Any, *, rel: float 
     max_abs = float(diff.max()) if diff.size else 0.0
     scale = float(np.abs(b[keep]).max()) if diff.size else 0.0
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    passed = max_abs <= rel * scale + abs_tol
-    if not passed and not note and rel == 0 and abs_tol == 0:
-        note = f"{int(np.count_nonzero(diff))} of {diff.size} entries differ"
+    allowed = rel * scale + np.broadcast_to(np.asarray(abs_tol, dtype=np.float64), b.shape)[keep]
+    over = diff > allowed
+    passed = not bool(over.any())
+    if not passed:
+        extra = f"{int(np.count_nonzero(over))} of {diff.size} entries over their bound"
+        note = f"{note}; {extra}" if note else extra
     return ParityRow(case, quantity, max_abs, max_rel, tolerance, "pass" if passed else "fail",
                      note)
 
 
-def _case(path: Path, mat: dict[str, Any]) -> str:
-    """The file's ``case_name`` (or its stem)."""
+def case_label(path: Path, mat: dict[str, Any], *variants: str) -> str:
+    """The file's ``case_name`` (or its stem), with the text of the ``variants`` fields
+    appended (``precision``, ``lrn_kernel``: files of one case differ only there)."""
+    case = path.stem
     if "case_name" in mat and _is_text_named(mat, "case_name"):
-        return fixture_text(mat["case_name"]) or path.stem
-    return path.stem
+        case = fixture_text(mat["case_name"]) or path.stem
+    for name in variants:
+        if name in mat and _is_text_named(mat, name):
+            suffix = fixture_text(mat[name])
+            if suffix and not case.endswith(f"_{suffix}"):
+                case = f"{case}_{suffix}"
+    return case
 
 
 # --- sampler -----------------------------------------------------------------------------------
@@ -145,7 +156,7 @@ def check_sampler_fixture(path: Path, mat: dict[str, Any] | None = None) -> list
     if not is_sampler_fixture(mat):
         missing = [f for f in SAMPLER_REQUIRED if f not in mat]
         raise InputError(f"{path}: not a sampler fixture, missing fields {missing}")
-    case = _case(path, mat)
+    case = case_label(path, mat)
     sampler = fixture_text(mat["sampler"])
     if sampler not in ("train_hard", "train_hard_vid"):
         raise InputError(f"{path}: field sampler must be train_hard or train_hard_vid, "
@@ -236,7 +247,7 @@ def check_adam_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[Pa
     if not is_adam_fixture(mat):
         missing = [f for f in ADAM_REQUIRED if f not in mat]
         raise InputError(f"{path}: not an optimizer fixture, missing fields {missing}")
-    case = _case(path, mat)
+    case = case_label(path, mat, "precision")
     try:
         return _replay_adam(case, mat)
     except InputError as exc:
