@@ -31,12 +31,13 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from reproduce.errors import InputError
 
-__all__ = ["McnAdam", "adam_update", "average_update", "coupled_gradient"]
+__all__ = ["McnAdam", "adam_update_", "average_update", "coupled_gradient"]
 
 
 def _scal(value: float, like: Tensor) -> Tensor:
@@ -45,33 +46,40 @@ def _scal(value: float, like: Tensor) -> Tensor:
 
 
 def _sqrt(x: Tensor) -> Tensor:
-    """Correctly rounded ``sqrt`` (as MATLAB's): torch's vectorised float32 ``sqrt`` on CPU
-    can be off by an ulp, the float64 root rounded once to float32 never is."""
-    if x.dtype == torch.float64:
+    """Correctly rounded ``sqrt`` (as MATLAB's). torch's vectorised float32 ``sqrt`` on CPU
+    can be off by an ulp; numpy's (the hardware instruction) is exact, and so are CUDA's
+    ``sqrt`` and float64 roots."""
+    if x.dtype == torch.float32 and x.device.type == "cpu":
+        return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
+    if x.dtype in (torch.float32, torch.float64):
         return torch.sqrt(x)
     return torch.sqrt(x.to(torch.float64)).to(x.dtype)
 
 
 def coupled_gradient(der: Tensor, value: Tensor, batch_size: float, this_decay: float) -> Tensor:
-    """``vl_taccum(1/batchSize, der, thisDecay, value)``: ``(1/B) der + thisDecay w``."""
-    return der * _scal(1.0 / batch_size, der) + value * _scal(this_decay, value)
+    """``vl_taccum(1/batchSize, der, thisDecay, value)``: ``(1/B) der + thisDecay w`` (a new
+    tensor; the decay term is left out when ``thisDecay`` is 0, where it adds zeros)."""
+    g = der * _scal(1.0 / batch_size, der)
+    if this_decay != 0:
+        g.add_(value * _scal(this_decay, value))
+    return g
 
 
-def adam_update(value: Tensor, g: Tensor, m: Tensor | None, v: Tensor | None, t: int,
-                lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
-                ) -> tuple[Tensor, Tensor, Tensor, int]:
-    """One call of ``solver.adam`` (fresh state: ``m``, ``v`` ``None``, ``t`` 0).
-
-    Returns the new value, ``m``, ``v`` and ``t``; nothing is modified in place.
+def adam_update_(value: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> int:
+    """One call of ``solver.adam``, in place on ``value``, ``m``, ``v`` (fresh state: zeros,
+    ``t`` 0); ``g`` is consumed. Returns the new ``t``. One rounding per MATLAB operation:
+    ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g.^2``, then
+    ``w = w - (lr sqrt(1-b2^t)/(1-b1^t)) m ./ (sqrt(v) + eps)``.
     """
-    m_prev = torch.zeros_like(g) if m is None else m
-    v_prev = torch.zeros_like(g) if v is None else v
-    m_new = m_prev * _scal(beta1, g) + g * _scal(1.0 - beta1, g)
-    v_new = v_prev * _scal(beta2, g) + (g * g) * _scal(1.0 - beta2, g)
+    m.mul_(_scal(beta1, m)).add_(g * _scal(1.0 - beta1, g))
+    g.mul_(g).mul_(_scal(1.0 - beta2, g))
+    v.mul_(_scal(beta2, v)).add_(g)
     t_new = int(t) + 1
     bias_correction = math.sqrt(1.0 - beta2 ** t_new) / (1.0 - beta1 ** t_new)
-    step = (m_new * _scal(lr * bias_correction, g)) / (_sqrt(v_new) + _scal(eps, g))
-    return value - step, m_new, v_new, t_new
+    denominator = _sqrt(v).add_(_scal(eps, v))
+    value.sub_((m * _scal(lr * bias_correction, m)).div_(denominator))
+    return t_new
 
 
 def average_update(value: Tensor, der: Tensor, rate: float = 0.1, batch_size: float = 1.0,
@@ -125,9 +133,10 @@ class McnAdam(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["t"] = 0
                 g = coupled_gradient(p.grad, p, batch_size, this_decay)
-                value, m, v, t = adam_update(p, g, state.get("m"), state.get("v"),
-                                             state.get("t", 0), this_lr, beta1, beta2,
-                                             group["eps"])
-                p.copy_(value)
-                state["m"], state["v"], state["t"] = m, v, t
+                state["t"] = adam_update_(p, g, state["m"], state["v"], state["t"], this_lr,
+                                          beta1, beta2, group["eps"])

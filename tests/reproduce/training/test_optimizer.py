@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 
@@ -101,7 +102,7 @@ def test_optimizer_state_dict_round_trip() -> None:
     opt.step(batch_size=2)
     q = torch.nn.Parameter(p.detach().clone())
     opt2 = McnAdam([q], lr=1e-2)
-    opt2.load_state_dict(opt.state_dict())
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # torch shares state tensors
     p.grad = q.grad = torch.full((3,), -0.25)
     opt.step(batch_size=2)
     opt2.step(batch_size=2)
