@@ -32,7 +32,6 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
 from reproduce.errors import InputError
 from reproduce.training.optimizer import average_update
@@ -80,12 +79,13 @@ class McnBatchNorm2d(nn.Module):
             raise ValueError(f"McnBatchNorm2d({self.num_channels}): expected N x "
                              f"{self.num_channels} x H x W, got {tuple(x.shape)}")
         if self.training:
-            y = functional.batch_norm(x, None, None, self.mult, self.bias, training=True,
-                                      momentum=0.0, eps=self.epsilon)
+            # one pass for the statistics and the normalisation; its saved mean and 1/sigma
+            # are the batch moments (sigma = 1 / invstd, formed in float64)
+            y, mu, invstd = torch.native_batch_norm(x, self.mult, self.bias, None, None, True,
+                                                    0.0, self.epsilon)
             with torch.no_grad():
-                var, mu = torch.var_mean(x.detach(), dim=(0, 2, 3), correction=0)
-                sigma = torch.sqrt(var.to(torch.float64) + self.epsilon).to(x.dtype)
-                self.batch_moments = torch.stack([mu, sigma], dim=1)
+                sigma = (1.0 / invstd.detach().to(torch.float64)).to(x.dtype)
+                self.batch_moments = torch.stack([mu.detach().to(x.dtype), sigma], dim=1)
                 self.batch_count = int(x.shape[0])
             return y
         mu = self.moments[:, 0].view(1, -1, 1, 1)
