@@ -43,7 +43,7 @@ from reproduce.parity.row import ParityRow
 from reproduce.parity.training import case_label, cell_list, compare_row, field, number
 from reproduce.training.batchnorm import McnBatchNorm2d
 from reproduce.training.optimizer import McnAdam
-from reproduce.training.step import TrainStep
+from reproduce.training.step import TrainStep, chunk_slices
 
 log = logging.getLogger(__name__)
 
@@ -274,10 +274,13 @@ class _Checker:
                 self.after_update()
                 self.check_params(field(chunks_saved[index], "params_after"))
 
-        for sub, pos in zip(_chunk_slices(batch.size, max_gpu), chunk_pos, strict=False):
-            if not np.array_equal(np.arange(sub.start, sub.stop), pos):
-                raise InputError(f"{name}: saved chunks {pos + 1} are not maxGpuImgs={max_gpu} "
-                                 f"consecutive slices")
+        ours = [np.arange(sub.start, sub.stop) for sub in chunk_slices(batch.size, max_gpu)]
+        if step_mode == "plain":
+            ours = [np.arange(batch.size)]
+        if len(ours) != len(chunk_pos) or not all(
+                np.array_equal(a, b) for a, b in zip(ours, chunk_pos, strict=True)):
+            raise InputError(f"{name}: saved chunks are not maxGpuImgs={max_gpu} consecutive "
+                             f"slices of the batch ({mode})")
         step = TrainStep(self.model, self.optimizer, num_bins=int(number(self.opts["nbins"])),
                          max_gpu_imgs=max_gpu, mode=step_mode, observer=observer)
         result = step(images, labels)
@@ -422,11 +425,6 @@ def adam_step_bound(t: int, beta1: float, beta2: float) -> float:
     a = (1 - beta1) * beta1 ** k / (1 - beta1 ** t)
     c = (1 - beta2) * beta2 ** k / (1 - beta2 ** t)
     return float(np.sqrt(np.sum(a * a / c)))
-
-
-def _chunk_slices(M: int, max_gpu: int) -> list[slice]:
-    from reproduce.training.step import chunk_slices
-    return chunk_slices(M, max_gpu)
 
 
 def check_step_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:

@@ -279,6 +279,26 @@ def _plan(index: MetaClassIndex, metaC_idx: list[np.ndarray], first: np.ndarray,
                      batches_img=index.train_idx[batches], batches_per_meta=batches_per_meta)
 
 
+def _check_train_hard(index: MetaClassIndex, batchesPerMetaPair: int) -> None:  # noqa: N803
+    """``train_hard``'s configuration: a positive ``batchesPerMetaPair``, two meta-classes."""
+    bpmp = batchesPerMetaPair
+    if isinstance(bpmp, bool) or int(bpmp) != bpmp or bpmp < 1:
+        raise InputError(f"train_hard: batchesPerMetaPair must be a positive integer, "
+                         f"got {bpmp!r}")
+    if index.Nmeta < 2:
+        raise InputError(f"train_hard: needs at least two meta-classes (batches pair them), "
+                         f"the training images have {index.Nmeta}")
+
+
+def _check_train_hard_vid(index: MetaClassIndex) -> None:
+    """``train_hard_vid``'s configuration: meta id 0 first, and another meta-class."""
+    if index.Nmeta == 0 or index.meta_ids[0] != 0:
+        raise InputError(f"train_hard_vid: meta-class id 0 (no attribute) must exist among the "
+                         f"training images; meta ids are {index.meta_ids.tolist()[:10]}")
+    if index.Nmeta < 2:
+        raise InputError("train_hard_vid: needs meta-classes besides id 0")
+
+
 def train_hard_epoch(index: MetaClassIndex, batchSize: int,  # noqa: N803 (MATLAB names)
                      batchesPerMetaPair: int, source: PermutationSource) -> EpochPlan:
     """One epoch of ``train_hard``'s batches (``train_hard.m`` lines 251-272, 287-309).
@@ -287,13 +307,7 @@ def train_hard_epoch(index: MetaClassIndex, batchSize: int,  # noqa: N803 (MATLA
     meta-class pairs. ``numBatches = C(Nmeta, 2) * batchesPerMetaPair``.
     """
     half = _check_batch_size(batchSize)
-    if isinstance(batchesPerMetaPair, bool) or int(batchesPerMetaPair) != batchesPerMetaPair \
-            or batchesPerMetaPair < 1:
-        raise InputError(f"train_hard: batchesPerMetaPair must be a positive integer, "
-                         f"got {batchesPerMetaPair!r}")
-    if index.Nmeta < 2:
-        raise InputError(f"train_hard: needs at least two meta-classes (batches pair them), "
-                         f"the training images have {index.Nmeta}")
+    _check_train_hard(index, batchesPerMetaPair)
     metaC_idx = _permute_classes(index, source)
     a, b = np.triu_indices(index.Nmeta, k=1)  # (1,2), (1,3), ..., (2,3), ...: MATLAB's order
     pairs = np.stack([a, b], axis=1).astype(np.int64)
@@ -313,11 +327,7 @@ def train_hard_vid_epoch(index: MetaClassIndex, batchSize: int,  # noqa: N803 (M
     ``ceil(2 num_m / M)`` batches of ``[M/2 of meta 0; M/2 of meta m]``.
     """
     half = _check_batch_size(batchSize)
-    if index.Nmeta == 0 or index.meta_ids[0] != 0:
-        raise InputError(f"train_hard_vid: meta-class id 0 (no attribute) must exist among the "
-                         f"training images; meta ids are {index.meta_ids.tolist()[:10]}")
-    if index.Nmeta < 2:
-        raise InputError("train_hard_vid: needs meta-classes besides id 0")
+    _check_train_hard_vid(index)
     metaC_idx = _permute_classes(index, source)
     per_meta = np.zeros(index.Nmeta, dtype=np.int64)
     per_meta[1:] = -(-2 * index.meta_num[1:] // (2 * half))  # ceil(2 num / M)
@@ -421,7 +431,14 @@ class MetaClassSampler(_EpochBatchSampler):
         self.source_for_epoch = source_for_epoch or (
             lambda epoch: NumpyPermutations(epoch + self.random_seed))
         self.literal_subset_indices = bool(literal_subset_indices)
-        self.plan(1)  # validate the configuration now (meta-classes, batchesPerMetaPair)
+        self._validate()
+
+    def _validate(self) -> None:
+        """The configuration errors an epoch would raise, now, without drawing anything."""
+        if self.sampler == "train_hard":
+            _check_train_hard(self.index, self.batchesPerMetaPair)
+        else:
+            _check_train_hard_vid(self.index)
 
     def plan(self, epoch: int) -> EpochPlan:
         """The epoch's :class:`EpochPlan` (a fresh source for the epoch, as ``rng`` resets)."""

@@ -149,9 +149,10 @@ class TrainStep:
 
     def __call__(self, images: Tensor, labels: Tensor) -> StepResult:
         """Train on one batch (images already flipped); returns the :class:`StepResult`."""
-        if images.dim() != 4 or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-            raise InputError(f"training step: images must be M x C x H x W and labels M, got "
-                             f"{tuple(images.shape)} and {tuple(labels.shape)}")
+        if images.dim() != 4 or labels.dim() != 1 or labels.shape[0] != images.shape[0] \
+                or images.shape[0] < 1:
+            raise InputError(f"training step: images must be M x C x H x W (M >= 1) and labels "
+                             f"M, got {tuple(images.shape)} and {tuple(labels.shape)}")
         mode = self.resolved_mode(images.shape[0])
         if mode == "plain":
             return self._plain(images, labels)
@@ -167,12 +168,14 @@ class TrainStep:
         self._gradient_pass_mode()
         self.optimizer.zero_grad(set_to_none=True)
         feats = embeddings_of(self.model, images.to(device))
-        feats.retain_grad()
+        if self.observer is not None:
+            feats.retain_grad()
         loss = self.loss(feats, labels.to(device))
         loss.backward()
         chunk = slice(0, M)
-        self._observe("chunk_backward", index=0, chunk=chunk, feats=feats.detach(),
-                      dzdfeats=feats.grad)
+        if self.observer is not None:
+            self._observe("chunk_backward", index=0, chunk=chunk, feats=feats.detach(),
+                          dzdfeats=feats.grad)
         self.optimizer.step(batch_size=M)
         update_moments(self.model)
         self._observe("chunk_step", index=0, chunk=chunk)

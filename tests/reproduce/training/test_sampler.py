@@ -69,11 +69,11 @@ def test_the_interleaved_case_is_where_the_index_defect_shows() -> None:
     mat = scipy.io.loadmat(TRAINING / "th_inshop_interleaved_m16_bpmp2.mat")
     epoch = mat["epochs"][0, 0]
     perms = list(epoch["perms"][0, 0].ravel())
-    kwargs = {"sampler": "train_hard",
-              "source_for_epoch": lambda e: ReplayPermutations(perms)}
-    fixed = MetaClassSampler(mat["labels"], mat["set"], 16, 2, **kwargs)
+    shared = ReplayPermutations(perms)  # construction must not draw from the source
+    fixed = MetaClassSampler(mat["labels"], mat["set"], 16, 2,
+                             source_for_epoch=lambda e: shared)
     literal = MetaClassSampler(mat["labels"], mat["set"], 16, 2, literal_subset_indices=True,
-                               **kwargs)
+                               source_for_epoch=lambda e: ReplayPermutations(perms))
     np.testing.assert_array_equal(np.array(list(fixed)) + 1, epoch["batches_img"][0, 0].T)
     np.testing.assert_array_equal(np.array(list(literal)) + 1, epoch["batches"][0, 0].T)
     assert not np.array_equal(epoch["batches"][0, 0], epoch["batches_img"][0, 0])
