@@ -187,18 +187,17 @@ class TrainStep:
         M = images.shape[0]
         device = self._device()
         chunks = chunk_slices(M, self.max_gpu_imgs)
-        # stage 1: test-mode embeddings, chunk by chunk, gathered in double
+        # stage 1: test-mode embeddings, chunk by chunk, gathered in double (inference mode:
+        # no autograd bookkeeping; the gathered copy made outside it is an ordinary tensor)
         self.model.eval()
-        embeddingMat: Tensor | None = None  # noqa: N806 (MATLAB name)
-        with torch.no_grad():
+        parts = []
+        with torch.inference_mode():
             for s, sub in enumerate(chunks):
                 feats = embeddings_of(self.model, images[sub].to(device))
-                if embeddingMat is None:
-                    embeddingMat = torch.empty(M, feats.shape[1], dtype=torch.float64,  # noqa: N806
-                                               device=device)
-                embeddingMat[sub] = feats.to(torch.float64)
+                parts.append(feats.to(torch.float64))
                 self._observe("stage1", index=s, chunk=sub, feats=feats)
-        assert embeddingMat is not None
+        embeddingMat = torch.cat(parts)  # noqa: N806 (MATLAB name)
+        del parts
         # stage 2: FastAP's gradient on the whole batch, double, returned as single
         labels_d = labels.to(device)
         E = embeddingMat.requires_grad_(True)  # noqa: N806
