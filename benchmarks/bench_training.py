@@ -21,7 +21,7 @@ work) + ``fc`` 512 -> D + L2 normalisation, every BatchNorm swapped to MatConvNe
    size (59,551 images, 11,318 classes, 12 meta-classes, M = 256, 5 batches per pair =
    330 batches), plus the meta-class analysis once. Median of 20. Target < 1 s.
 
-    python benchmarks/bench_training.py [--size 64] [--batch 64] [--chunk 16] [--threads 2]
+    python benchmarks/bench_training.py [--size 64] [--batch 64] [--chunk 32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--chunk", type=int, default=16)
+    parser.add_argument("--chunk", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mem-size", type=int, default=32)
     parser.add_argument("--mem-batch", type=int, default=256)
