@@ -19,6 +19,7 @@ def package_path(package: str, *parts: str) -> Path:
 #: The saved MATLAB values, one folder per family, each with its README.
 FIXTURES = package_path("reproduce.parity", "fixtures")
 #: Default inputs of ``fastap parity`` (and of the main job): every shipped fixture family.
-DEFAULT_FIXTURE_DIRS = (FIXTURES / "fastap_matlab", FIXTURES / "recall_matlab")
+DEFAULT_FIXTURE_DIRS = (FIXTURES / "fastap_matlab", FIXTURES / "recall_matlab",
+                        FIXTURES / "training_matlab")
 #: The paper's published numbers and their README.
 PUBLISHED_DIR = package_path("reproduce.report", "data")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reproduce.errors import InputError
-from reproduce.parity import recall
+from reproduce.parity import recall, training, training_step
 from reproduce.parity.fastap import FASTAP_REQUIRED, check_fastap_fixture, is_fastap_fixture
 from reproduce.parity.fixture_file import load_fixture
 from reproduce.parity.row import ParityRow
@@ -25,6 +25,9 @@ FAMILIES: tuple[tuple[str, Callable[[dict[str, Any]], bool],
                       Callable[[Path, dict[str, Any]], list[ParityRow]]], ...] = (
     ("FastAP layer call", is_fastap_fixture, check_fastap_fixture),
     ("Recall@K evaluation", recall.is_recall_fixture, recall.check_recall_fixture),
+    ("training sampler", training.is_sampler_fixture, training.check_sampler_fixture),
+    ("training optimizer", training.is_adam_fixture, training.check_adam_fixture),
+    ("training step", training_step.is_step_fixture, training_step.check_step_fixture),
 )
 
 

@@ -1,6 +1,21 @@
-"""Training FastAP as the authors' ``train_hard.m`` did (the engine lands here).
+"""Training FastAP as the authors' ``train_hard.m`` did (MatConvNet semantics in PyTorch).
 
-Planned modules: the meta-class sampler (``train_hard`` and ``train_hard_vid``), MatConvNet
-BatchNorm with its moments update, MatConvNet's Adam with per-parameter multipliers, the
-plain and staged training steps, and the run loop behind ``fastap train``.
+Modules:
+
+- :mod:`~reproduce.training.sampler`: the meta-class analysis and the ``train_hard`` /
+  ``train_hard_vid`` minibatch samplers (pluggable, replayable randomness; a resumable
+  ``torch.utils.data`` batch sampler), plus our class-balanced sampler for datasets without
+  meta-classes;
+- :mod:`~reproduce.training.optimizer`: MatConvNet's Adam with ``accumulateGradients``'
+  derivative scaling, coupled weight decay and per-parameter multipliers, and the
+  ``'average'`` update of BatchNorm moments;
+- :mod:`~reproduce.training.batchnorm`: ``dagnn.BatchNorm`` for training (batch statistics in
+  normal mode, stored moments without epsilon in test mode) and the exact swap to and from
+  the converter's inference BatchNorm;
+- :mod:`~reproduce.training.step`: one batch in plain, staged (``train_staged``) or
+  accumulate mode, with the per-image flips drawn once per batch.
+
+The parity of each piece with saved MATLAB runs is in :mod:`reproduce.parity.training` and
+:mod:`reproduce.parity.training_step`; ``docs/training.md`` describes both. The run loop
+behind ``fastap train`` is not here yet.
 """

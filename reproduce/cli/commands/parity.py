@@ -15,12 +15,13 @@ from reproduce.paths import DEFAULT_FIXTURE_DIRS
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``fastap parity``."""
     parser = subparsers.add_parser(
-        "parity", help="check the FastAP loss and Recall@K against saved MATLAB values",
+        "parity", help="check the FastAP loss, Recall@K and training against saved MATLAB values",
         description="Compare every saved quantity of every fixture (.mat) in the given "
                     "folders with our computation; exit 1 if any comparison fails.")
     parser.add_argument("--fixtures", nargs="+", type=Path, metavar="DIR", default=None,
-                        help="fixture folders or .mat files (default: the project's "
-                             "the shipped fastap_matlab and recall_matlab fixtures)")
+                        help="fixture folders or .mat files (default: the "
+                             "shipped fastap_matlab, recall_matlab and training_matlab "
+                             "fixtures)")
     add_out_argument(parser, "<out>/parity/parity.csv")
     parser.set_defaults(func=run)
 
