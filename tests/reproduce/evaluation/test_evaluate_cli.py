@@ -36,25 +36,33 @@ def test_cli_products_end_to_end(model_file: Path, tmp_path: Path,
     root = build.products(tmp_path / "sop", classes=3, per_class=2, identical=True)
     out = tmp_path / "out"
     status = main(["evaluate", "--model", str(model_file), "--dataset", "products",
-                   "--root", str(root), "--out", str(out), "--batch-size", "5"])
+                   "--root", str(root), "--out", str(out), "--batch-size", "5",
+                   "--device", "cpu"])
     assert status == 0
     printed = capsys.readouterr().out
-    assert "K:    1, Recall: 1.000\nresults:" in printed
+    # each class is one image twice: R = 1 and the copy comes first; 3 tight clusters
+    assert ("K:    1, Recall: 1.000\nMAP@R: 1.000, R-precision: 1.000, NMI: 1.000\n"
+            "results:") in printed
     folder = out / "evaluate"
-    table = pd.read_csv(folder / "recall.csv")
-    assert table["K"].tolist() == [1]
-    assert table["recall"].tolist() == [1.0]
-    assert set(table["protocol"]) == {"products"}
-    summary = json.loads((folder / "recall.json").read_text())
+    table = pd.read_csv(folder / "metrics.csv")
+    assert table["metric"].tolist() == ["R@1", "MAP@R", "R-precision", "NMI"]
+    assert table["K"].tolist()[0] == 1 and table["K"].isna().tolist()[1:] == [True] * 3
+    assert table["value"].tolist() == [1.0, 1.0, 1.0, pytest.approx(1.0, rel=1e-12)]
+    assert set(table["protocol"]) == {"products"} and set(table["unit"]) == {"fraction"}
+    assert set(table["device"]) == {"cpu"}
+    summary = json.loads((folder / "metrics.json").read_text())
     prot = summary["protocols"]["products"]
     assert prot["Ks_dropped"] == [10, 100, 1000]
     assert prot["remove_diag"] is True and prot["family"] == "authors"
     pre = summary["preprocessing"]
     assert pre["name"] == "matlab" and pre["pre_resize"] == [256, 256]
     assert pre["jpeg_reencode_quality"] == 75 and pre["std"] is None
-    assert summary["model"]["source_sha256"] == "ab" * 32
+    assert summary["model"]["source_sha256"] == "ab" * 32 and summary["device"] == "cpu"
+    assert prot["nmi_clustering"]["k"] == 3 and prot["nmi_clustering"]["seed"] == 0
+    assert prot["queries_without_positives_per_draw"] == [0]
     per_query = pd.read_csv(folder / "per_query_products.csv")
     assert len(per_query) == 6 and (per_query["rank_first_positive"] == 0).all()
+    assert (per_query["ap_at_r"] == 1.0).all() and (per_query["r_precision"] == 1.0).all()
     assert (folder / "run_info.json").is_file()
     # second run: the embeddings come from the cache
     assert list((out / "cache" / "embeddings").glob("*/features.npy"))
@@ -75,8 +83,11 @@ def test_vehicleid_both_protocols_labelled(model_file: Path, tmp_path: Path,
     assert authors["recall"] == [1.0, 1.0] and authors["Ks"] == [1, 5]
     assert reid["recall"] == [1.0] and reid["Ks_dropped"] == [5]  # 3 gallery images
     assert summary["preprocessing"]["name"] == "torchvision"
-    table = pd.read_csv(tmp_path / "out" / "evaluate" / "recall.csv")
+    table = pd.read_csv(tmp_path / "out" / "evaluate" / "metrics.csv")
     assert set(table["family"]) == {"authors", "reid"}
+    # query = database and gallery + probes are the same 9 images: one NMI for both
+    assert authors["nmi_clustering"] == reid["nmi_clustering"]
+    assert reid["map_at_r"] == 1.0 and len(reid["map_at_r_per_draw"]) == 10
 
 
 @pytest.mark.parametrize("argv_tail,message", [
