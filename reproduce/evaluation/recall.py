@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -194,6 +195,8 @@ def chunk_positives(search: SearchInputs, a: int, b: int) -> tuple[np.ndarray, n
     c = search.count[a:b]
     s = search.start[a:b]
     rows = np.nonzero(c > 0)[0]
+    if not len(rows):
+        return _EMPTY, _EMPTY, _EMPTY
     cnt = c[rows]
     total = int(cnt.sum())
     seg_start = np.concatenate(([0], np.cumsum(cnt)[:-1])).astype(np.int64)
@@ -229,6 +232,56 @@ def _self_ahead(t: float, j: int, self_col: int) -> bool:
     return bool(np.isnan(t) or (t == np.inf and self_col < j))
 
 
+CANDIDATES_CAP = 512
+"""Most candidates :func:`_top_ranks` sorts for one query before it ranks positive by
+positive instead."""
+
+
+def _ranks_one_by_one(line: np.ndarray, col: np.ndarray, d: np.ndarray, self_col: int,
+                      R: int, first_rank: int) -> np.ndarray:
+    """Ranks (own entry left out) of a row's positives, in order, while they stay below R;
+    ``col``/``d`` are the row's sorted positives, ``first_rank`` the rank of the first."""
+    found = []
+    for e in range(len(col)):
+        j = int(col[e])
+        if j == self_col:
+            continue
+        t = d[e]
+        rank = first_rank if e == 0 else _rank(line, t, j)
+        if self_col >= 0 and _self_ahead(t, j, self_col):
+            rank -= 1
+        if rank >= R:
+            break
+        found.append(rank)
+    return np.asarray(found, dtype=np.int64) if found else _EMPTY
+
+
+def _top_ranks(line: np.ndarray, label: Any, ydb: np.ndarray, col: np.ndarray, d: np.ndarray,
+               self_col: int, R: int, first_rank: int) -> np.ndarray:
+    """Ranks (own entry left out) of a row's positives that fall within the first R.
+
+    Every such positive is at most as far as the R-th positive other than the own entry
+    (distance ``T``), and so is every item ranked ahead of it: when few items are within
+    ``T`` they are sorted (stable, so ties stay in index order) and the positives read off
+    the sorted labels, in two passes over the row whatever the number of positives. When
+    many are (a poor ranking) or ``T`` is not finite, positives are ranked one by one and
+    the loop stops at the first beyond R.
+    """
+    if col[0] != self_col:
+        r0 = first_rank - int(self_col >= 0 and _self_ahead(d[0], int(col[0]), self_col))
+        if r0 >= R:  # the nearest positive is already beyond R
+            return _EMPTY
+    T = d[col != self_col][R - 1]
+    if np.isfinite(T):
+        within = line <= T
+        if int(np.count_nonzero(within)) <= CANDIDATES_CAP:
+            idx = np.flatnonzero(within)
+            ranked = idx[np.argsort(line[idx], kind="stable")]
+            ranks = np.flatnonzero(ydb[ranked] == label)  # T < Inf: the own entry is not in
+            return ranks[ranks < R]
+    return _ranks_one_by_one(line, col, d, self_col, R, first_rank)
+
+
 def _chunk_ranks(D: np.ndarray, search: SearchInputs, a: int, top: bool
                  ) -> tuple[np.ndarray, list[np.ndarray]]:
     """First-positive ranks of the chunk's queries and, with ``top``, each query's list of
@@ -250,23 +303,9 @@ def _chunk_ranks(D: np.ndarray, search: SearchInputs, a: int, top: bool
         first_rank = _rank(line, d[lo], int(col[lo]))
         first[r] = first_rank
         R = int(R_all[r])
-        if not top or R == 0:
-            continue
-        self_col = a + r if search.remove_diag else -1
-        found = []
-        for e in range(lo, hi):
-            j = int(col[e])
-            if j == self_col:
-                continue
-            t = d[e]
-            rank = first_rank if e == lo else _rank(line, t, j)
-            if search.remove_diag and _self_ahead(t, j, self_col):
-                rank -= 1
-            if rank >= R:
-                break
-            found.append(rank)
-        if found:
-            tops[r] = np.asarray(found, dtype=np.int64)
+        if top and R > 0:
+            tops[r] = _top_ranks(line, search.yq[a + r], search.ydb, col[lo:hi], d[lo:hi],
+                                 a + r if search.remove_diag else -1, R, first_rank)
     return first, tops
 
 

@@ -177,3 +177,13 @@ def test_torchvision_preprocessing(tmp_path: Path, build: SimpleNamespace) -> No
     # red channel: (1 - 0.485) / 0.229; JPEG chroma can move it by a few levels
     assert x[0, 112, 112] == pytest.approx((1 - 0.485) / 0.229, abs=0.1)
     assert make_preprocessing("torchvision").record()["name"] == "torchvision"
+
+
+def test_cache_key_separates_gpu_features_and_keeps_cpu_keys() -> None:
+    from reproduce.evaluation.embeddings import cache_key
+
+    cpu = cache_key("m", {"name": "matlab"}, "i", 3)
+    assert cpu == {"model": "m", "preprocessing": {"name": "matlab"}, "images": "i",
+                   "count": 3}  # as before devices existed: old caches stay valid
+    assert cache_key("m", {"name": "matlab"}, "i", 3, "cpu") == cpu
+    assert cache_key("m", {"name": "matlab"}, "i", 3, "cuda:1") == {**cpu, "device": "cuda"}

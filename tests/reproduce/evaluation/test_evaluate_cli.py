@@ -128,3 +128,50 @@ def test_vid_family_with_a_named_protocol_keeps_every_size(tmp_path: Path,
     # names alone still load only the sizes they need
     only = _load("vid", root, ["vid-medium-reid"], False, "none")
     assert sorted(only.protocols) == ["vid-medium-authors", "vid-medium-reid"]
+
+
+def test_device_choice(monkeypatch) -> None:
+    import torch
+
+    from reproduce.errors import InputError
+    from reproduce.evaluation.evaluate import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match="--device cuda: no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    with pytest.raises(InputError, match="--device tpu"):
+        resolve_device("tpu")
+
+
+def test_cli_cuda_without_a_device_exits_2(model_file: Path, tmp_path: Path, monkeypatch,
+                                           capsys: pytest.CaptureFixture[str],
+                                           build: SimpleNamespace) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    status = main(["evaluate", "--model", str(model_file), "--dataset", "products", "--root",
+                   str(root), "--out", str(tmp_path / "out"), "--device", "cuda"])
+    assert status == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "evaluate" / "metrics.csv").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_evaluation_matches_cpu(model_file: Path, tmp_path: Path,
+                                     build: SimpleNamespace) -> None:
+    root = build.products(tmp_path / "sop", classes=4, per_class=3)
+    runs = {device: evaluate(model_file, "products", root, out=tmp_path / device,
+                             device=device, progress=False) for device in ("cpu", "cuda")}
+    assert runs["cuda"]["device"] == "cuda"
+    cpu, gpu = runs["cpu"]["protocols"]["products"], runs["cuda"]["protocols"]["products"]
+    for key in ("recall", "map_at_r", "r_precision"):
+        assert gpu[key] == cpu[key], key
+    feats = {d: np.load(next((tmp_path / d / "cache" / "embeddings").glob("*/features.npy")))
+             for d in runs}
+    np.testing.assert_allclose(feats["cuda"], feats["cpu"], rtol=0, atol=1e-4)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from reproduce.errors import InputError
+from reproduce.evaluation import recall as recall_module
 from reproduce.evaluation.metrics import nmi, retrieval_metrics
 from reproduce.evaluation.recall import NO_POSITIVE, recall_at_k
 
@@ -61,7 +62,9 @@ def test_separate_query_set_with_lone_queries_agrees_with_pytorch_metric_learnin
     Xq = _unit(rng, len(yq), 10) + 0.7 * centres[yq]
     Xdb /= np.linalg.norm(Xdb, axis=1, keepdims=True)
     Xq /= np.linalg.norm(Xq, axis=1, keepdims=True)
-    res = retrieval_metrics(Xq, yq, Xdb, ydb, [1], remove_diag=False, progress=False)
+    # chunks of 3 queries: the last holds only lone queries
+    res = retrieval_metrics(Xq, yq, Xdb, ydb, [1], remove_diag=False,
+                            chunk_bytes=len(ydb) * 4 * 3, progress=False)
     theirs = _pml(Xq, yq, Xdb, ydb)
     assert res.rank.map_at_r == pytest.approx(theirs["mean_average_precision_at_r"], rel=1e-12)
     assert res.rank.mean_r_precision == pytest.approx(theirs["r_precision"], rel=1e-12)
@@ -136,20 +139,26 @@ def _literal(Xq, yq, Xdb, ydb, remove_diag) -> tuple[np.ndarray, np.ndarray]:
     return ap, rp
 
 
+@pytest.mark.parametrize("cap", [512, 0], ids=["sorted-candidates", "one-by-one"])
 @pytest.mark.parametrize("remove_diag", [True, False])
-def test_matches_a_literal_sort_with_ties_and_small_chunks(remove_diag: bool) -> None:
+def test_matches_a_literal_sort_with_ties_and_small_chunks(remove_diag: bool, cap: int,
+                                                           monkeypatch) -> None:
+    # cap 0: every row takes the positive-by-positive branch instead of sorting candidates
+    monkeypatch.setattr(recall_module, "CANDIDATES_CAP", cap)
     rng = np.random.default_rng(3)
-    X = _unit(rng, 160, 6)
+    y = rng.integers(0, 25, size=160)
+    X = _unit(rng, 160, 6) + 0.8 * _unit(rng, 25, 6)[y]
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
     X[10] = X[20]  # exact duplicates create ties
     X[30] = X[20]
     X[40] = X[41]
-    y = rng.integers(0, 25, size=160)
     y[[10, 20, 30]] = 7
     ap, rp = _literal(X, y, X, y, remove_diag)
     res = retrieval_metrics(X, y, X, y, [1, 5], remove_diag=remove_diag,
                             chunk_bytes=160 * 4 * 9, progress=False)
     np.testing.assert_allclose(res.rank.ap_at_r, ap, rtol=1e-14, equal_nan=True)
     np.testing.assert_array_equal(res.rank.r_precision, rp)
+    assert len(res.positives.top_ranks) > 100  # many positives within R: both branches work
 
 
 def test_nmi_by_hand_on_two_tight_groups() -> None:
