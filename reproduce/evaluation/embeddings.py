@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from reproduce.errors import InputError
 from reproduce.evaluation.preprocess import Preprocessing
+from reproduce.evaluation.ranks_torch import full_precision_matmul
 from reproduce.outputs import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,13 @@ def _key_dir(cache_dir: Path, key: dict[str, Any]) -> Path:
 def _embed(model: nn.Module, paths: Sequence[Path], preprocessing: Preprocessing,
            batch_size: int, workers: int, bar: tqdm | None,
            device: str = "cpu") -> np.ndarray:
-    """Run the model (already on ``device``) on ``paths`` in batches; N x D float32."""
+    """Run the model (already on ``device``) on ``paths`` in batches; N x D float32, with
+    TF32 off (on a GPU, convolutions and products would otherwise round to 10-bit mantissas)."""
     loader = DataLoader(ImageFiles(paths, preprocessing), batch_size=batch_size,
                         num_workers=workers, shuffle=False, collate_fn=_collate,
                         pin_memory=device != "cpu")
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), full_precision_matmul():
         for batch in loader:
             if isinstance(batch, list):
                 raise InputError(batch[0])

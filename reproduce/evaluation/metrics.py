@@ -134,6 +134,13 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _faiss_threads() -> int | None:
+    """faiss's OpenMP thread count (part of what makes a clustering run repeatable)."""
+    import faiss
+
+    return int(faiss.omp_get_max_threads()) if hasattr(faiss, "omp_get_max_threads") else None
+
+
 def faiss_gpus() -> int:
     """GPUs faiss can use (0 with faiss-cpu)."""
     import faiss
@@ -175,7 +182,7 @@ def nmi(X: np.ndarray, labels: np.ndarray, seed: int = NMI_SEED,
               "iterations": iterations, "gpu": gpu, "faiss": _library_version("faiss-cpu")
               or _library_version("faiss-gpu"),
               "scikit-learn": _library_version("scikit-learn"),
-              "normalisation": "arithmetic"}
+              "normalisation": "arithmetic", "threads": _faiss_threads()}
     return NMIResult(nmi=value, clusters=clusters, record=record)
 
 

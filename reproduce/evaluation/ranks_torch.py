@@ -12,8 +12,9 @@ taken out of the ranks used for MAP@R exactly as on the CPU.
 Memory: one chunk of distance rows (``chunk_bytes``) plus a batch of gathered rows and its
 boolean temporaries (about ``chunk_bytes / 2`` together), plus the features; with the
 default 1 GiB an SOP-size search (60,502 x 512 float32) needs about 2 GB of device memory.
-TF32 is switched off during the products so that a GPU rounds like an ordinary float32
-product (see ``docs/metrics.md`` on what can still differ from the CPU).
+TF32 is switched off during the products (:func:`full_precision_matmul`, also used for the
+embedding extraction) so that a GPU rounds like an ordinary float32 product (see
+``docs/metrics.md`` on what can still differ from the CPU).
 """
 
 from __future__ import annotations
@@ -127,9 +128,8 @@ def positive_ranks_torch(Xq: np.ndarray, Yq: np.ndarray, Xdb: np.ndarray, Ydb: n
     steps = range(0, Nq, step)
     with torch.no_grad(), full_precision_matmul():
         q_all = torch.from_numpy(search.Xq).to(device)
-        same = search.Xq is search.Xdb or (search.Xq.shape == search.Xdb.shape
-                                           and np.shares_memory(search.Xq, search.Xdb))
-        db_t = (q_all if same else torch.from_numpy(search.Xdb).to(device)).T
+        # one upload when the caller passed the same array as queries and database
+        db_t = (q_all if search.Xq is search.Xdb else torch.from_numpy(search.Xdb).to(device)).T
         for a in tqdm(steps, desc="ranks", unit="chunk",
                       disable=not progress or len(steps) < 2):
             b = min(Nq, a + step)

@@ -22,9 +22,11 @@ so memory stays bounded whatever the dataset size.
 The same pass (:func:`positive_ranks`) also ranks, in the same order and from the same
 chunks, each query's further positives for as long as they fall within the first R
 candidates (R = its number of positives without its own entry), which is all MAP@R and
-R-precision need (:mod:`reproduce.evaluation.metrics`). Per row this costs one or two
-comparisons of the cache-resident row per positive ranked, and stops at the first positive
-beyond R.
+R-precision need (:mod:`reproduce.evaluation.metrics`). A row whose first positive is
+already beyond R costs nothing more; otherwise one comparison of the cache-resident row
+picks the candidates no farther than its R-th positive and, when they are few, a stable sort
+of those ranks all its positives at once (else they are ranked one by one, stopping at the
+first beyond R). At SOP size this adds about 7 % to the Recall@K pass.
 """
 
 from __future__ import annotations

@@ -76,3 +76,23 @@ def test_cuda_sop_size_identical_ranks_within_8_gb() -> None:
     peak = torch.cuda.max_memory_allocated()
     assert peak < 8 * 2**30, f"peak device memory {peak / 2**30:.2f} GiB"
     _same(positive_ranks(X, y, X, y, True, progress=False), gpu)
+
+
+def test_full_precision_matmul_switches_tf32_off_and_restores() -> None:
+    from reproduce.evaluation.ranks_torch import full_precision_matmul
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.get_float32_matmul_precision())
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+        with full_precision_matmul():
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+            assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.set_float32_matmul_precision(saved[2])
