@@ -14,6 +14,7 @@ from converters.fastap.families import build_model
 from converters.fastap.model_file import save_model
 from reproduce.cli.main import main
 from reproduce.evaluation.evaluate import evaluate
+from reproduce.evaluation.metrics import nmi_available
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model(tmp_path_factory.mktemp("model") / "tiny.pt", model, card)
 
 
+@pytest.mark.skipif(nmi_available() is not None, reason="NMI needs faiss and scikit-learn")
 def test_cli_products_end_to_end(model_file: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str],
                                  build: SimpleNamespace) -> None:
@@ -68,6 +70,7 @@ def test_cli_products_end_to_end(model_file: Path, tmp_path: Path,
     assert list((out / "cache" / "embeddings").glob("*/features.npy"))
 
 
+@pytest.mark.skipif(nmi_available() is not None, reason="NMI needs faiss and scikit-learn")
 def test_vehicleid_both_protocols_labelled(model_file: Path, tmp_path: Path,
                                            build: SimpleNamespace) -> None:
     root = build.vehicleid(tmp_path / "vid", vehicles=3, per_vehicle=3, identical=True)
@@ -175,3 +178,19 @@ def test_cuda_evaluation_matches_cpu(model_file: Path, tmp_path: Path,
     feats = {d: np.load(next((tmp_path / d / "cache" / "embeddings").glob("*/features.npy")))
              for d in runs}
     np.testing.assert_allclose(feats["cuda"], feats["cpu"], rtol=0, atol=1e-4)
+
+
+def test_nmi_skipped_and_recorded_without_its_libraries(model_file: Path, tmp_path: Path,
+                                                        monkeypatch, build: SimpleNamespace
+                                                        ) -> None:
+    import reproduce.evaluation.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "nmi_available", lambda: "needs faiss (not installed)")
+    root = build.products(tmp_path / "sop", classes=3, per_class=2, identical=True)
+    summary = evaluate(model_file, "products", root, out=tmp_path / "out", device="cpu",
+                       progress=False)
+    prot = summary["protocols"]["products"]
+    assert prot["nmi"] is None and prot["nmi_skipped"] == "needs faiss (not installed)"
+    assert prot["map_at_r"] == 1.0
+    table = pd.read_csv(tmp_path / "out" / "evaluate" / "metrics.csv")
+    assert table["metric"].tolist() == ["R@1", "MAP@R", "R-precision"]
