@@ -2,6 +2,7 @@
 the MATLAB layer, and the floor of two ``N x N x D`` matrix products, all in one run.
 
     python benchmarks/bench_fastap.py [--sizes 128 256 ...] [--dim 512] [--bins 10]
+                                      [--device cpu|cuda]
 
 Time: fastest of repeated forward+backward calls after one warm-up, methods interleaved
 per size. Peak memory: each (method, N) runs once in a fresh subprocess; the peak resident set
@@ -117,12 +118,18 @@ def time_call(fn: Callable[[Tensor, Tensor], object], X: Tensor, y: Tensor,
     """Fastest of repeated calls (seconds): one warm-up, then at least 2 calls, up to the
     budget. The minimum, not the median: on a shared machine the slower calls measure the
     neighbours' load, not the method."""
+    def sync() -> None:  # a CUDA call returns before the device is done
+        if X.is_cuda:
+            torch.cuda.synchronize(X.device)
+
     fn(X, y)
+    sync()
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < max_reps and (len(times) < 2 or time.perf_counter() - start < budget_s):
         t0 = time.perf_counter()
         fn(X, y)
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times)
 
@@ -191,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (on a GPU: no port, whose tensors are CPU-only, and "
+                             "no memory probes, which read the process's resident memory)")
     parser.add_argument("--memory-probe", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -205,22 +215,26 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         have_pml = False
         print("pytorch-metric-learning not installed: pml column skipped", file=sys.stderr)
-    print(f"# FastAP forward+backward, D={args.dim}, {args.bins} bins, float32, CPU "
-          f"threads={torch.get_num_threads()}, torch {torch.__version__}")
+    on_cpu = torch.device(args.device).type == "cpu"
+    where = (f"CPU threads={torch.get_num_threads()}" if on_cpu
+             else torch.cuda.get_device_name(torch.device(args.device)))
+    print(f"# FastAP forward+backward, D={args.dim}, {args.bins} bins, float32, {where}, "
+          f"torch {torch.__version__}")
     header = ("N", "floor ms", "ours ms", "pml ms", "port ms", "ours/floor", "pml/ours",
               "port/ours", "ours MiB (NxN bufs)", "pml MiB", "port MiB", "floor MiB")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     results = []
     for n in args.sizes:
-        X, y = make_batch(n, args.dim)
+        X, y = (t.to(args.device) for t in make_batch(n, args.dim))
         methods = ["floor", "ours"]
         if have_pml and n <= args.pml_max_n:
             methods.append("pml")
-        if n <= args.port_max_n:
+        if n <= args.port_max_n and on_cpu:
             methods.append("matlab_port")
         t = {m: time_call(_method(m, args.bins), X, y) for m in methods}
-        mem = {} if args.no_memory else {m: measure_memory(m, n, args.dim, args.bins)
+        mem = {} if args.no_memory or not on_cpu else {m: measure_memory(m, n, args.dim,
+                                                                          args.bins)
                                          for m in methods}
         results.append({"N": n, "time_s": t, "memory": mem})
         print(format_row(n, t, mem), flush=True)

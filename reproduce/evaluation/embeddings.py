@@ -8,7 +8,9 @@ embeddings are cached on disk under ``<cache_dir>/<key>/``. The key is a hash of
 - the preprocessing record (name, sizes, mean image, ...),
 - the image list: each path with its size and modification time,
 
-so a changed model, preprocessing or image never reuses stale features. Extraction stores
+so a changed model, preprocessing or image never reuses stale features; features extracted
+on a GPU (``device`` other than ``cpu``, whose float32 results differ from the CPU's in the
+last bits) are keyed apart by the device type. Extraction stores
 completed chunks (``chunk_<start>.npy``, written atomically) and ``key.json``; an interrupted
 run finds them and resumes with the next chunk. When all chunks are done they are merged into
 ``features.npy`` and removed.
@@ -34,6 +36,7 @@ from tqdm import tqdm
 from converters.fastap.card import ModelCard
 from reproduce.errors import InputError
 from reproduce.evaluation.preprocess import Preprocessing
+from reproduce.evaluation.ranks_torch import full_precision_matmul
 from reproduce.outputs import atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -96,10 +99,15 @@ def image_list_hash(paths: Sequence[Path]) -> str:
 
 
 def cache_key(model_digest: str, preprocessing: dict[str, Any], images_digest: str,
-              count: int) -> dict[str, Any]:
-    """The full cache key record (stored as ``key.json``)."""
-    return {"model": model_digest, "preprocessing": preprocessing, "images": images_digest,
-            "count": count}
+              count: int, device: str = "cpu") -> dict[str, Any]:
+    """The full cache key record (stored as ``key.json``); the device type enters it only
+    when it is not the CPU, so caches written before devices existed stay valid."""
+    key = {"model": model_digest, "preprocessing": preprocessing, "images": images_digest,
+           "count": count}
+    kind = torch.device(device).type
+    if kind != "cpu":
+        key["device"] = kind
+    return key
 
 
 def _key_dir(cache_dir: Path, key: dict[str, Any]) -> Path:
@@ -109,16 +117,19 @@ def _key_dir(cache_dir: Path, key: dict[str, Any]) -> Path:
 
 
 def _embed(model: nn.Module, paths: Sequence[Path], preprocessing: Preprocessing,
-           batch_size: int, workers: int, bar: tqdm | None) -> np.ndarray:
-    """Run the model on ``paths`` in batches; N x D float32."""
+           batch_size: int, workers: int, bar: tqdm | None,
+           device: str = "cpu") -> np.ndarray:
+    """Run the model (already on ``device``) on ``paths`` in batches; N x D float32, with
+    TF32 off (on a GPU, convolutions and products would otherwise round to 10-bit mantissas)."""
     loader = DataLoader(ImageFiles(paths, preprocessing), batch_size=batch_size,
-                        num_workers=workers, shuffle=False, collate_fn=_collate)
+                        num_workers=workers, shuffle=False, collate_fn=_collate,
+                        pin_memory=device != "cpu")
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), full_precision_matmul():
         for batch in loader:
             if isinstance(batch, list):
                 raise InputError(batch[0])
-            feats = model(batch.float())
+            feats = model(batch.to(device, non_blocking=True).float())
             out.append(feats.detach().cpu().numpy().astype(np.float32, copy=False))
             if bar is not None:
                 bar.update(len(batch))
@@ -128,8 +139,12 @@ def _embed(model: nn.Module, paths: Sequence[Path], preprocessing: Preprocessing
 def extract_embeddings(model: nn.Module, card: ModelCard, paths: Sequence[Path],
                        preprocessing: Preprocessing, batch_size: int = 32, workers: int = 0,
                        cache_dir: str | os.PathLike[str] | None = None,
-                       chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> np.ndarray:
-    """N x D float32 embeddings of ``paths`` (in order), from the cache when it has them."""
+                       chunk_size: int = DEFAULT_CHUNK, progress: bool = True,
+                       device: str = "cpu") -> np.ndarray:
+    """N x D float32 embeddings of ``paths`` (in order), from the cache when it has them.
+
+    The model is moved to ``device`` (``cpu``, ``cuda``, ``cuda:1``) and run there.
+    """
     paths = [Path(p) for p in paths]
     if not paths:
         raise InputError("no images to embed")
@@ -138,10 +153,11 @@ def extract_embeddings(model: nn.Module, card: ModelCard, paths: Sequence[Path],
                          f"{batch_size}, {chunk_size}, {workers}")
     model.eval()
     if cache_dir is None:
+        model.to(device)
         with tqdm(total=len(paths), desc="embeddings", unit="img", disable=not progress) as bar:
-            return _embed(model, paths, preprocessing, batch_size, workers, bar)
+            return _embed(model, paths, preprocessing, batch_size, workers, bar, device)
     key = cache_key(model_hash(model, card), preprocessing.record(), image_list_hash(paths),
-                    len(paths))
+                    len(paths), device)
     folder = _key_dir(Path(cache_dir), key)
     final = folder / "features.npy"
     key_file = folder / "key.json"
@@ -153,6 +169,7 @@ def extract_embeddings(model: nn.Module, card: ModelCard, paths: Sequence[Path],
         raise InputError(f"{key_file}: cache key collision (a different key in the folder); "
                          "delete the folder")
     write_json(key_file, key)
+    model.to(device)
     chunks = []
     with tqdm(total=len(paths), desc="embeddings", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), chunk_size):
@@ -163,7 +180,8 @@ def extract_embeddings(model: nn.Module, card: ModelCard, paths: Sequence[Path],
                 bar.update(stop - start)
                 log.debug("embeddings: resumed chunk %s", chunk_file.name)
             else:
-                feats = _embed(model, paths[start:stop], preprocessing, batch_size, workers, bar)
+                feats = _embed(model, paths[start:stop], preprocessing, batch_size, workers, bar,
+                               device)
                 with atomic_path(chunk_file) as tmp, open(tmp, "wb") as fh:
                     np.save(fh, feats)
             chunks.append(feats)

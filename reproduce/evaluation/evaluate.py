@@ -1,10 +1,14 @@
 """``fastap evaluate``: a converted model on a dataset, scored as evaluate_model.m scores it.
 
-Model file -> dataset reader -> preprocessing (recorded) -> cached embeddings -> Recall@K per
-protocol -> ``<out>/evaluate/``: ``recall.csv`` (one row per protocol and K), ``recall.json``
-(everything: model card summary, dataset counts and checks, preprocessing, protocols, the
-printed MATLAB lines) and ``per_query_<protocol>.csv`` (each query's rank of its first
-positive, for single-draw protocols), beside ``run_info.json``.
+Model file -> dataset reader -> preprocessing (recorded) -> cached embeddings (on the chosen
+device) -> per protocol Recall@K (as ``evaluate_model.m``), MAP@R and R-precision from one
+pass over the distances, and NMI -> ``<out>/evaluate/``: ``metrics.csv`` (one row per
+protocol and metric: ``R@K`` rows with their ``K``, then ``MAP@R``, ``R-precision``,
+``NMI``; values are fractions), ``metrics.json`` (everything: model card summary, dataset
+counts and checks, preprocessing, device, protocols with per-draw values, the NMI clustering
+record, the printed MATLAB lines) and ``per_query_<protocol>.csv`` (each query's rank of its
+first positive, AP@R and R-precision, for single-draw protocols), beside ``run_info.json``.
+See ``docs/metrics.md`` for the definitions.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from reproduce.evaluation.datasets import load_dataset
 from reproduce.evaluation.datasets.common import Dataset, Protocol
 from reproduce.evaluation.datasets.vehicleid import SIZES, load_vehicleid
 from reproduce.evaluation.embeddings import extract_embeddings
+from reproduce.evaluation.metrics import faiss_gpus, nmi, nmi_available, retrieval_metrics
 from reproduce.evaluation.preprocess import MATLAB_JPEG_QUALITY, NAMES, make_preprocessing
-from reproduce.evaluation.recall import NO_POSITIVE, format_recall_lines, recall_at_k
+from reproduce.evaluation.recall import NO_POSITIVE, format_recall_lines
 from reproduce.outputs import DEFAULT_OUT, command_dir, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -107,9 +112,28 @@ def select_protocols(ds: Dataset, protocol: str) -> list[Protocol]:
     return list(unique.values())
 
 
+DEVICES = ("auto", "cpu", "cuda")
+"""``--device`` choices: ``auto`` is CUDA when available, else the CPU."""
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a CUDA device, else ``cpu``; ``cuda`` without a
+    device is an ``InputError``."""
+    import torch
+
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise InputError(f"--device {device}: choose one of {list(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here")
+    return device
+
+
 def _score(protocol: Protocol, feats: np.ndarray, position: np.ndarray, labels: np.ndarray,
-           progress: bool) -> dict[str, Any]:
-    """Recall@K of one protocol (mean over its draws) and per-query ranks (single draw).
+           progress: bool, device: str = "cpu") -> dict[str, Any]:
+    """Recall@K, MAP@R and R-precision of one protocol (means over its draws) and per-query
+    values (single draw), all from one pass over each draw's distances.
 
     Ks larger than the smallest database are dropped with a warning (MATLAB would stop with
     an index error); they are listed under ``Ks_dropped``.
@@ -123,19 +147,74 @@ def _score(protocol: Protocol, feats: np.ndarray, position: np.ndarray, labels: 
     if not Ks:
         raise InputError(f"{protocol.name}: the database has {smallest} images, fewer than "
                          f"every K in {list(protocol.Ks)}")
-    recalls = []
-    ranks = None
+    recalls, maps, rprecs, lone = [], [], [], []
+    per_query = None
     for split in protocol.splits:
-        res = recall_at_k(feats[position[split.query]], labels[split.query],
-                          feats[position[split.database]], labels[split.database],
-                          Ks, remove_diag=protocol.remove_diag, progress=progress)
-        recalls.append(res.recall)
+        res = retrieval_metrics(feats[position[split.query]], labels[split.query],
+                                feats[position[split.database]], labels[split.database],
+                                Ks, remove_diag=protocol.remove_diag, progress=progress,
+                                device=device)
+        recalls.append(res.recall.recall)
+        maps.append(res.rank.map_at_r)
+        rprecs.append(res.rank.mean_r_precision)
+        lone.append(res.rank.num_without_positives)
         if len(protocol.splits) == 1:
-            ranks = res.rank
+            per_query = {"rank_first_positive": np.where(res.recall.rank == NO_POSITIVE, -1,
+                                                         res.recall.rank),
+                         "ap_at_r": res.rank.ap_at_r, "r_precision": res.rank.r_precision}
     mean = np.mean(np.stack(recalls), axis=0)
     per_draw = [r.tolist() for r in recalls]
     return {"Ks": Ks, "Ks_dropped": dropped, "recall": mean.tolist(), "per_draw": per_draw,
-            "printed": format_recall_lines(Ks, mean), "ranks": ranks}
+            "map_at_r": _nanmean(maps), "r_precision": _nanmean(rprecs),
+            "map_at_r_per_draw": maps, "r_precision_per_draw": rprecs,
+            "queries_without_positives_per_draw": lone,
+            "printed": format_recall_lines(Ks, mean), "per_query": per_query}
+
+
+def _nanmean(values: list[float]) -> float | None:
+    """Mean over the draws; None when no draw has a value (no query with a positive)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def _protocol_images(protocol: Protocol) -> np.ndarray:
+    """Every dataset index a protocol uses (queries and databases of all its draws)."""
+    return np.unique(np.concatenate([np.concatenate([s.query, s.database])
+                                     for s in protocol.splits]))
+
+
+def _nmi(protocol: Protocol, feats: np.ndarray, position: np.ndarray, labels: np.ndarray,
+         device: str, done: dict[bytes, dict[str, Any]]) -> dict[str, Any]:
+    """NMI over every image the protocol uses (k = their number of labels), computed once
+    per image set (``done``); ``{"nmi": None, "nmi_skipped": why}`` without faiss/sklearn."""
+    why = nmi_available()
+    if why is not None:
+        log.warning("%s: NMI skipped: %s", protocol.name, why)
+        return {"nmi": None, "nmi_skipped": why}
+    images = _protocol_images(protocol)
+    key = images.tobytes()
+    if key not in done:
+        res = nmi(feats[position[images]], _label_vector(labels[images]),
+                  gpu=device != "cpu" and faiss_gpus() > 0)
+        done[key] = {"nmi": res.nmi, "nmi_clustering": res.record}
+    return done[key]
+
+
+def _label_vector(labels: np.ndarray) -> np.ndarray:
+    """Column 1 of a label matrix, as the recall uses it."""
+    labels = np.asarray(labels)
+    return labels[:, 0] if labels.ndim == 2 else labels
+
+
+def metric_rows(protocol: Protocol, scored: dict[str, Any]) -> list[dict[str, Any]]:
+    """``metrics.csv`` rows of one protocol: R@K per K, then MAP@R, R-precision, NMI."""
+    rows = [{"metric": f"R@{k}", "K": k, "value": r}
+            for k, r in zip(scored["Ks"], scored["recall"], strict=True)]
+    rows += [{"metric": name, "K": None, "value": scored[field]}
+             for name, field in (("MAP@R", "map_at_r"), ("R-precision", "r_precision"),
+                                 ("NMI", "nmi")) if scored.get(field) is not None]
+    return [{"protocol": protocol.name, "family": protocol.family, **row, "unit": "fraction",
+             "draws": len(protocol.splits)} for row in rows]
 
 
 def evaluate(model_path: str | os.PathLike[str], dataset: str,
@@ -146,7 +225,8 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
              verify: str = "exists", jpeg_quality: int | None = MATLAB_JPEG_QUALITY,
              resize: str = "vl_imreadjpeg", progress: bool = True,
              interpolation: str = "bicubic", greyscale_mean: str = "first",
-             list_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+             list_file: str | os.PathLike[str] | None = None,
+             device: str = "auto") -> dict[str, Any]:
     """Evaluate a converted model; write results under ``<out>/evaluate/`` and return them.
 
     ``preprocessing``: ``matlab`` or ``torchvision``; ``None`` (default) uses the one the
@@ -157,7 +237,9 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
     256x256 pre-resize; ``interpolation`` (``bicubic``/``bilinear``) and ``greyscale_mean``
     (``first``/``per-channel``) are the ``matlab`` preprocessing's options. ``list_file``
     is the image list of ``dataset="list"`` (``root`` then defaults to its folder).
-    Returns ``{"protocols": {name: {...}}, "folder": Path, ...}``.
+    ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``: where the embeddings are
+    extracted and the distances searched (NMI's k-means runs on the GPU only with a GPU
+    build of faiss). Returns ``{"protocols": {name: {...}}, "folder": Path, ...}``.
     """
     from converters.fastap.model_file import load_model
 
@@ -169,7 +251,8 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
                  "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
                  "strict": strict, "verify": verify, "jpeg_quality": jpeg_quality,
                  "resize": resize, "interpolation": interpolation,
-                 "greyscale_mean": greyscale_mean}
+                 "greyscale_mean": greyscale_mean, "device": device}
+    run_device = resolve_device(device)
     out_root = Path(out if out is not None else DEFAULT_OUT)
     model, card = load_model(model_path)
     warn_other_dataset(card, dataset, model_path)
@@ -197,29 +280,30 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
     cache = Path(cache_dir) if cache_dir is not None else out_root / "cache" / "embeddings"
     feats = extract_embeddings(model, card, [ds.paths[i] for i in needed], pre,
                                batch_size=batch_size, workers=workers, cache_dir=cache,
-                               progress=progress)
+                               progress=progress, device=run_device)
     folder = command_dir(out_root, "evaluate", arguments)
     results: dict[str, Any] = {}
     rows = []
+    nmi_done: dict[bytes, dict[str, Any]] = {}
     for prot in protocols:
-        scored = _score(prot, feats, position, ds.labels, progress)
-        ranks = scored.pop("ranks")
+        scored = _score(prot, feats, position, ds.labels, progress, run_device)
+        scored.update(_nmi(prot, feats, position, ds.labels, run_device, nmi_done))
+        per_query = scored.pop("per_query")
         results[prot.name] = {**prot.record(), **scored}
-        for k, r in zip(scored["Ks"], scored["recall"], strict=True):
-            rows.append({"dataset": ds.name, "protocol": prot.name, "family": prot.family,
-                         "K": k, "recall": r, "draws": len(prot.splits),
-                         "preprocessing": pre.name,
-                         "interpolation": pre.record().get("interpolation"),
-                         "model": os.fspath(model_path)})
-        if ranks is not None:
+        rows += [{"dataset": ds.name, **row, "preprocessing": pre.name,
+                  "interpolation": pre.record().get("interpolation"),
+                  "model": os.fspath(model_path), "device": run_device}
+                 for row in metric_rows(prot, scored)]
+        if per_query is not None:
             q = prot.splits[0].query
             write_csv(folder / f"per_query_{prot.name}.csv", pd.DataFrame({
                 "index": q, "path": [os.fspath(ds.paths[i]) for i in q],
-                "label": ds.labels[q],
-                "rank_first_positive": np.where(ranks == NO_POSITIVE, -1, ranks)}))
+                "label": ds.labels[q], **per_query}))
         for line in scored["printed"].splitlines():
             log.info("[%s] %s", prot.name, line)
-    write_csv(folder / "recall.csv", pd.DataFrame(rows))
+        log.info("[%s] MAP@R %s, R-precision %s, NMI %s", prot.name, scored["map_at_r"],
+                 scored["r_precision"], scored["nmi"])
+    write_csv(folder / "metrics.csv", pd.DataFrame(rows))
     summary = {"model": {"path": os.fspath(model_path),
                          "source_sha256": card.source_sha256,
                          "family": card.family,
@@ -227,7 +311,7 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
                "dataset": ds.report(),
                "preprocessing": {**pre.record(), "chosen_by": chosen_by,
                                  "average_image_factor": factor},
-               "protocols": results}
-    write_json(folder / "recall.json", summary)
+               "device": run_device, "protocols": results}
+    write_json(folder / "metrics.json", summary)
     summary["folder"] = folder
     return summary

@@ -17,15 +17,21 @@ Inputs:
 - logs: folders written by ``fastap logs`` (``epochs.csv`` + ``runs.csv``) or folders of
   diaries (parsed on the fly). Diary recall is a fraction (``%.3f``) and becomes percent.
 - evaluations: CSV files under a folder, searched recursively (``fastap evaluate`` writes
-  ``<out>/evaluate/recall.csv``). Accepted columns: either ``metric`` + ``value``
-  (percent), or ``K`` + ``recall`` (fraction or percent) with ``protocol``/``subset`` naming
-  the VehicleID subset (``vid-small-authors`` -> ``small R@K``); rows whose ``family`` is
+  ``<out>/evaluate/metrics.csv``; the ``recall.csv`` of earlier versions is still read).
+  Accepted columns: either ``metric`` + ``value`` (percent, or a fraction when the row's
+  ``unit`` is ``fraction``, as ``fastap evaluate`` writes it), or ``K`` + ``recall``
+  (fraction or percent); a VehicleID metric without its subset (``R@1``, ``MAP@R``) takes it
+  from ``protocol``/``subset`` (``vid-small-authors`` -> ``small R@1``); rows whose ``family`` is
   not ``authors`` (e.g. the re-ID protocol) are left out, the paper reports the authors'
   protocol. The configuration comes from ``dataset`` + ``arch``/``backbone`` +
   ``batch_size``/``batchSize`` + ``dim`` columns, else from the ``model`` column: a registry
   key (``products-resnet50-M256-D512``), a converted ``.pt`` whose card holds the training
   ``opts``, or a path that follows the experiment-folder naming. Optional columns ``epoch``,
   ``images``, ``published_images``, ``synthetic`` state what a value was computed on.
+
+Evaluated metrics the paper does not report (MAP@R, R-precision, NMI) get their own columns,
+after the Recall@K ones, in a table where some evaluation has them; their published cell is
+``n/r`` (status ``not reported``), never a number.
 
 Bad input is an ``InputError`` naming the file (and line and column): a CSV that is binary
 or lacks the columns, a cell that is not a number, an evaluation row naming no released
@@ -74,6 +80,10 @@ COLUMNS = ["table", "dataset", "method", "backbone", "batch_size", "dim", "metri
            "evaluated_minus_published", "evaluated_minus_logs", "note"]
 _STATUS_TAG = {"secondary": "sec", "conflicting": "conf", "recollection": "recol",
                "missing": "missing"}
+NOT_REPORTED = "not reported"
+"""Status of an evaluated metric the paper has no column for."""
+EXTRA_METRICS = ("MAP@R", "R-precision", "NMI")
+"""Evaluated metrics beyond the paper's Recall@K, in column order."""
 _PUBLISHED_COLUMNS = {"table", "dataset", "method", "backbone", "batch_size", "dim", "metric",
                       "value", "status", "source"}
 
@@ -278,22 +288,25 @@ def _evaluation_row(row: pd.Series, path: Path, index: Any, cards: dict[str, Mod
                          "needs a card whose opts name one")
     if _present(row.get("metric")) and _present(row.get("value")):
         metric, value = str(row["metric"]), number(row["value"], path, index, "value")
+        if str(row.get("unit", "") or "") == "fraction":
+            value *= 100.0
     elif _present(row.get("K")) and _present(row.get("recall")):
-        prefix = ""
-        if model.dataset == "vid":
-            where_text = (str(row.get("subset", "") or "") + " "
-                          + str(row.get("protocol", "") or ""))
-            found = _VID_SUBSET.search(where_text)
-            if found is None:
-                raise InputError(f"{where}: a VehicleID result needs its subset (small, "
-                                 "medium, large) in a subset or protocol column")
-            prefix = found.group(1).lower() + " "
-        metric = f"{prefix}R@{int(number(row['K'], path, index, 'K'))}"
+        metric = f"R@{int(number(row['K'], path, index, 'K'))}"
         value = number(row["recall"], path, index, "recall")
         value = value * 100.0 if value <= 1.0 else value
     else:
         raise InputError(f"{where}: no value (metric + value or K + recall are empty)")
-    if metric not in METRICS[model.dataset]:
+    if model.dataset == "vid" and _VID_SUBSET.match(metric) is None:
+        where_text = (str(row.get("subset", "") or "") + " "
+                      + str(row.get("protocol", "") or ""))
+        found = _VID_SUBSET.search(where_text)
+        if found is None:
+            raise InputError(f"{where}: a VehicleID result needs its subset (small, "
+                             "medium, large) in a subset or protocol column")
+        metric = f"{found.group(1).lower()} {metric}"
+    known = METRICS[model.dataset] + [f"{m.split(' ')[0]} {e}" if " " in m else e
+                                      for m in METRICS[model.dataset] for e in EXTRA_METRICS]
+    if metric not in known:
         log.warning("%s: metric %r is not a column of the %s table (%s): not shown", where,
                     metric, model.dataset, ", ".join(METRICS[model.dataset]))
     basis = evaluated_on(row, path, card, model, metric)
@@ -304,23 +317,38 @@ def _evaluation_row(row: pd.Series, path: Path, index: Any, cards: dict[str, Mod
             "evaluated_on": basis.describe(model), "partial": bool(reasons)}
 
 
+def _table_metrics(table: int, evaluations: pd.DataFrame) -> list[str]:
+    """The paper's Recall@K columns of a table, then the extra metrics some evaluation of
+    one of its configurations has (per VehicleID subset)."""
+    dataset = _DATASETS[table]
+    keys = {m.key for m in RELEASED_MODELS if m.table == table}
+    found = set(evaluations.loc[evaluations["key"].isin(keys), "metric"])
+    prefixes = sorted({m.split(" ")[0] for m in METRICS[dataset] if " " in m},
+                      key=[m.split(" ")[0] for m in METRICS[dataset]].index) or [""]
+    extra = [f"{p} {name}".strip() for p in prefixes for name in EXTRA_METRICS]
+    return METRICS[dataset] + [m for m in extra if m in found]
+
+
 def build_table(table: int, published: pd.DataFrame, logs: LogRuns | None,
                 evaluations: pd.DataFrame) -> pd.DataFrame:
     """The long-form rows of one table (FastAP configurations first, then competitors)."""
     dataset = _DATASETS[table]
     rows: list[dict[str, Any]] = []
     pub = published[published["table"] == table]
+    metrics = _table_metrics(table, evaluations)
     for model in (m for m in RELEASED_MODELS if m.table == table):
         log_values, log_run, log_note = choose_log_values(model, logs)
-        for metric in METRICS[dataset]:
+        for metric in metrics:
+            reported = metric in METRICS[dataset]
             match = pub[(pub["method"] == "FastAP") & (pub["backbone"] == model.backbone)
                         & (pub["batch_size"].astype("float") == model.batch_size)
                         & (pub["dim"].astype("float") == model.dim) & (pub["metric"] == metric)]
             value = float(match["value"].iloc[0]) if not match.empty and _present(
                 match["value"].iloc[0]) else None
-            status = str(match["status"].iloc[0]) if not match.empty else "missing"
-            source = str(match["source"].iloc[0]) if not match.empty else \
-                "not in the published file"
+            status = str(match["status"].iloc[0]) if not match.empty else (
+                "missing" if reported else NOT_REPORTED)
+            source = str(match["source"].iloc[0]) if not match.empty else (
+                "not in the published file" if reported else "the paper reports Recall@K only")
             evaluated = evaluations[(evaluations["key"] == model.key)
                                     & (evaluations["metric"] == metric)]
             ev = evaluated.iloc[-1] if not evaluated.empty else None
@@ -342,7 +370,7 @@ def build_table(table: int, published: pd.DataFrame, logs: LogRuns | None,
                 "logs_minus_published": _diff(lg, value),
                 "evaluated_minus_published": _diff(ev_full, value),
                 "evaluated_minus_logs": _diff(ev_full, lg),
-                "note": log_note if lg is None or log_note else "",
+                "note": (log_note if lg is None or log_note else "") if reported else "",
             })
     for _, row in pub[pub["method"] != "FastAP"].iterrows():
         rows.append({
@@ -382,6 +410,8 @@ def _diff(a: float | None, b: float | None) -> float | None:
 # ---- renderings -------------------------------------------------------------------------------
 def _cell(value: Any, status: str | None = None) -> str:
     """A value for Markdown/LaTeX: one decimal, ``missing`` when absent, status tag."""
+    if status == NOT_REPORTED and not _present(value):
+        return "n/r"
     text = f"{float(value):.1f}" if _present(value) else "missing"
     if status is not None and not (text == "missing" and status == "missing"):
         text += f" [{_STATUS_TAG.get(status, status)}]"
@@ -491,6 +521,9 @@ def _legend(frame: pd.DataFrame) -> str:
     text = ("Status of published values: [sec] secondary source, [conf] conflicting sources, "
             "[recol] recollection (unverified), [missing] no value found. Values in percent; "
             "'missing' means the input was not available, never zero.")
+    if (frame["status"] == NOT_REPORTED).any():
+        text += ("\nn/r: not reported in the paper (MAP@R, R-precision and NMI are evaluated "
+                 "only; the paper reports Recall@K).")
     if frame["note"].astype(str).str.contains("SIMULATED").any():
         text += ("\nLog values marked in the CSV's note column as SIMULATED come from the "
                  "simulated sample diaries, not from the authors' logs.")

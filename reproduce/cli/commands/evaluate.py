@@ -14,13 +14,16 @@ from reproduce.evaluation.datasets import LOADERS
 PREPROCESSING_NAMES = ("matlab", "torchvision")
 INTERPOLATIONS = ("bicubic", "bilinear")
 GREYSCALE_MEANS = ("first", "per-channel")
+# reproduce.evaluation.evaluate.DEVICES, without importing torch
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_parser(subparsers: Any) -> None:
     """Register ``evaluate``."""
     p = subparsers.add_parser(
-        "evaluate", help="Recall@K of a converted model on SOP, In-Shop, VehicleID, CUB, "
-                         "Cars196 or any image list, as evaluate_model.m computes it")
+        "evaluate", help="Recall@K (as evaluate_model.m computes it), MAP@R, R-precision "
+                         "and NMI of a converted model on SOP, In-Shop, VehicleID, CUB, "
+                         "Cars196 or any image list")
     p.add_argument("--model", required=True, help="converted model file (.pt)")
     p.add_argument("--dataset", required=True, choices=sorted(LOADERS))
     p.add_argument("--root", default=None,
@@ -50,6 +53,9 @@ def add_parser(subparsers: Any) -> None:
                         "default) or each channel's own value (per-channel)")
     p.add_argument("--no-jpeg-reencode", action="store_true",
                    help="skip the JPEG re-encode (quality 75) after the 256x256 pre-resize")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="where embeddings are extracted and distances searched (default "
+                        "auto: CUDA when available, else the CPU)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--cache-dir", default=None,
@@ -62,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print the MATLAB-format Recall@K lines per protocol."""
+    """Evaluate; print the MATLAB-format Recall@K lines and the other metrics per protocol."""
     from reproduce.evaluation.evaluate import evaluate
     from reproduce.evaluation.preprocess import MATLAB_JPEG_QUALITY
 
@@ -72,9 +78,20 @@ def run(args: argparse.Namespace) -> int:
                        cache_dir=args.cache_dir, strict=args.strict, verify=args.verify,
                        jpeg_quality=None if args.no_jpeg_reencode else MATLAB_JPEG_QUALITY,
                        resize=args.resize, interpolation=args.interpolation,
-                       greyscale_mean=args.greyscale_mean, list_file=args.list_file)
+                       greyscale_mean=args.greyscale_mean, list_file=args.list_file,
+                       device=args.device)
     for name, res in summary["protocols"].items():
         print(f"[{summary['dataset']['name']}] {name}: {res['description']}")
         print(res["printed"])
+        print(_other_metrics(res))
     print(f"results: {summary['folder']}")
     return 0
+
+
+def _other_metrics(res: dict[str, Any]) -> str:
+    """``MAP@R: 0.412, R-precision: 0.447, NMI: 0.901`` (``n/a`` when not computed)."""
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    return (f"MAP@R: {fmt(res.get('map_at_r'))}, R-precision: {fmt(res.get('r_precision'))}, "
+            f"NMI: {fmt(res.get('nmi'))}")

@@ -112,8 +112,8 @@ def test_partial_evaluation_is_never_the_released_model(real_run: tuple[int, Pat
     # the test's checkpoint is one of ours, and its card says so
     assert ("- PARTIAL: products-FastAP-512-resnet18__net-epoch-3: SYNTHETIC checkpoint; "
             "epoch 3 checkpoint (released: epoch 20); 12 of the 60,502 test images") in summary
-    assert "- PARTIAL: table1_products: FastAP ResNet-18 M=256 D=512 (R@1, R@10): " \
-        "SYNTHETIC checkpoint; epoch 3" in summary
+    assert "- PARTIAL: table1_products: FastAP ResNet-18 M=256 D=512 (R@1, R@10, MAP@R, " \
+        "R-precision, NMI): SYNTHETIC checkpoint; epoch 3" in summary
     last = summary.splitlines()[-1]
     assert "PARTIAL evaluations, NOT the released models" in last
     assert "every check passed" not in last

@@ -276,3 +276,13 @@ def test_interpolation_is_recorded_and_keys_the_cache(images: list[Path], tmp_pa
         make_preprocessing("matlab", average_image=avg, interpolation="nearest")
     with pytest.raises(InputError, match="greyscale_mean must be one of"):
         make_preprocessing("matlab", average_image=avg, greyscale_mean="mean")
+
+
+def test_cache_key_separates_gpu_features_and_keeps_cpu_keys() -> None:
+    from reproduce.evaluation.embeddings import cache_key
+
+    cpu = cache_key("m", {"name": "matlab"}, "i", 3)
+    assert cpu == {"model": "m", "preprocessing": {"name": "matlab"}, "images": "i",
+                   "count": 3}  # as before devices existed: old caches stay valid
+    assert cache_key("m", {"name": "matlab"}, "i", 3, "cpu") == cpu
+    assert cache_key("m", {"name": "matlab"}, "i", 3, "cuda:1") == {**cpu, "device": "cuda"}

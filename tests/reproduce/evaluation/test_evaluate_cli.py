@@ -17,6 +17,7 @@ from converters.fastap.families import build_model
 from converters.fastap.model_file import save_model
 from reproduce.cli.main import main
 from reproduce.evaluation.evaluate import evaluate
+from reproduce.evaluation.metrics import nmi_available
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model(tmp_path_factory.mktemp("model") / "tiny.pt", model, card)
 
 
+@pytest.mark.skipif(nmi_available() is not None, reason="NMI needs faiss and scikit-learn")
 def test_cli_products_end_to_end(model_file: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str],
                                  build: SimpleNamespace) -> None:
@@ -40,30 +42,39 @@ def test_cli_products_end_to_end(model_file: Path, tmp_path: Path,
     root = build.products(tmp_path / "sop", classes=3, per_class=2, identical=True)
     out = tmp_path / "out"
     status = main(["evaluate", "--model", str(model_file), "--dataset", "products",
-                   "--root", str(root), "--out", str(out), "--batch-size", "5"])
+                   "--root", str(root), "--out", str(out), "--batch-size", "5",
+                   "--device", "cpu"])
     assert status == 0
     printed = capsys.readouterr().out
-    assert "K:    1, Recall: 1.000\nresults:" in printed
+    # each class is one image twice: R = 1 and the copy comes first; 3 tight clusters
+    assert ("K:    1, Recall: 1.000\nMAP@R: 1.000, R-precision: 1.000, NMI: 1.000\n"
+            "results:") in printed
     folder = out / "evaluate"
-    table = pd.read_csv(folder / "recall.csv")
-    assert table["K"].tolist() == [1]
-    assert table["recall"].tolist() == [1.0]
-    assert set(table["protocol"]) == {"products"}
-    summary = json.loads((folder / "recall.json").read_text())
+    table = pd.read_csv(folder / "metrics.csv")
+    assert table["metric"].tolist() == ["R@1", "MAP@R", "R-precision", "NMI"]
+    assert table["K"].tolist()[0] == 1 and table["K"].isna().tolist()[1:] == [True] * 3
+    assert table["value"].tolist() == [1.0, 1.0, 1.0, pytest.approx(1.0, rel=1e-12)]
+    assert set(table["protocol"]) == {"products"} and set(table["unit"]) == {"fraction"}
+    assert set(table["device"]) == {"cpu"}
+    summary = json.loads((folder / "metrics.json").read_text())
     prot = summary["protocols"]["products"]
     assert prot["Ks_dropped"] == [10, 100, 1000]
     assert prot["remove_diag"] is True and prot["family"] == "authors"
     pre = summary["preprocessing"]
     assert pre["name"] == "matlab" and pre["pre_resize"] == [256, 256]
     assert pre["jpeg_reencode_quality"] == 75 and pre["std"] is None
-    assert summary["model"]["source_sha256"] == "ab" * 32
+    assert summary["model"]["source_sha256"] == "ab" * 32 and summary["device"] == "cpu"
+    assert prot["nmi_clustering"]["k"] == 3 and prot["nmi_clustering"]["seed"] == 0
+    assert prot["queries_without_positives_per_draw"] == [0]
     per_query = pd.read_csv(folder / "per_query_products.csv")
     assert len(per_query) == 6 and (per_query["rank_first_positive"] == 0).all()
+    assert (per_query["ap_at_r"] == 1.0).all() and (per_query["r_precision"] == 1.0).all()
     assert (folder / "run_info.json").is_file()
     # second run: the embeddings come from the cache
     assert list((out / "cache" / "embeddings").glob("*/features.npy"))
 
 
+@pytest.mark.skipif(nmi_available() is not None, reason="NMI needs faiss and scikit-learn")
 def test_vehicleid_both_protocols_labelled(model_file: Path, tmp_path: Path,
                                            build: SimpleNamespace) -> None:
     root = build.vehicleid(tmp_path / "vid", vehicles=3, per_vehicle=3, identical=True)
@@ -79,8 +90,11 @@ def test_vehicleid_both_protocols_labelled(model_file: Path, tmp_path: Path,
     assert authors["recall"] == [1.0, 1.0] and authors["Ks"] == [1, 5]
     assert reid["recall"] == [1.0] and reid["Ks_dropped"] == [5]  # 3 gallery images
     assert summary["preprocessing"]["name"] == "torchvision"
-    table = pd.read_csv(tmp_path / "out" / "evaluate" / "recall.csv")
+    table = pd.read_csv(tmp_path / "out" / "evaluate" / "metrics.csv")
     assert set(table["family"]) == {"authors", "reid"}
+    # query = database and gallery + probes are the same 9 images: one NMI for both
+    assert authors["nmi_clustering"] == reid["nmi_clustering"]
+    assert reid["map_at_r"] == 1.0 and len(reid["map_at_r_per_draw"]) == 10
 
 
 def test_cli_interpolation_recorded_and_not_served_from_the_other_cache(
@@ -90,14 +104,14 @@ def test_cli_interpolation_recorded_and_not_served_from_the_other_cache(
     base = ["evaluate", "--model", str(model_file), "--dataset", "products", "--root",
             str(root), "--out", str(out), "--no-jpeg-reencode"]
     assert main(base) == 0
-    cubic = json.loads((out / "evaluate" / "recall.json").read_text())
+    cubic = json.loads((out / "evaluate" / "metrics.json").read_text())
     assert main([*base, "--interpolation", "bilinear", "--greyscale-mean", "per-channel"]) == 0
-    linear = json.loads((out / "evaluate" / "recall.json").read_text())
+    linear = json.loads((out / "evaluate" / "metrics.json").read_text())
     assert cubic["preprocessing"]["interpolation"] == "bicubic"
     assert linear["preprocessing"]["interpolation"] == "bilinear"
     assert linear["preprocessing"]["greyscale_mean"] == "per-channel"
     assert len(list((out / "cache" / "embeddings").glob("*/features.npy"))) == 2
-    assert set(pd.read_csv(out / "evaluate" / "recall.csv")["interpolation"]) == {"bilinear"}
+    assert set(pd.read_csv(out / "evaluate" / "metrics.csv")["interpolation"]) == {"bilinear"}
     info = json.loads((out / "evaluate" / "run_info.json").read_text())
     assert "bilinear" in json.dumps(info)
 
@@ -157,7 +171,7 @@ def test_cli_cub_and_cars_end_to_end(model_file: Path, tmp_path: Path, dataset: 
                    "--root", str(root), "--out", str(out), "--no-jpeg-reencode"])
     assert status == 0
     assert "K:    1, Recall: 1.000" in capsys.readouterr().out
-    summary = json.loads((out / "evaluate" / "recall.json").read_text())
+    summary = json.loads((out / "evaluate" / "metrics.json").read_text())
     prot = summary["protocols"][dataset]
     assert prot["num_query"] == 6 and prot["remove_diag"] is True
     assert prot["Ks"] == [1, 2, 4] and prot["recall"][0] == 1.0
@@ -176,7 +190,7 @@ def test_cli_list_end_to_end(model_file: Path, tmp_path: Path,
     status = main(["evaluate", "--model", str(model_file), "--dataset", "list",
                    "--list", str(root / "list.csv"), "--out", str(out), "--no-jpeg-reencode"])
     assert status == 0
-    summary = json.loads((out / "evaluate" / "recall.json").read_text())
+    summary = json.loads((out / "evaluate" / "metrics.json").read_text())
     prot = summary["protocols"]["list-query-gallery"]
     assert prot["num_query"] == 3 and prot["num_database"] == 3 and prot["recall"] == [1.0]
     assert summary["dataset"]["name"] == "list"
@@ -290,3 +304,66 @@ def test_card_trained_on_another_dataset_warns_once(
         evaluate(same, "products", root, out=tmp_path / "out2", jpeg_quality=None,
                  progress=False)
     assert "trained on" not in caplog.text
+
+
+def test_device_choice(monkeypatch) -> None:
+    import torch
+
+    from reproduce.errors import InputError
+    from reproduce.evaluation.evaluate import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(InputError, match="--device cuda: no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    with pytest.raises(InputError, match="--device tpu"):
+        resolve_device("tpu")
+
+
+def test_cli_cuda_without_a_device_exits_2(model_file: Path, tmp_path: Path, monkeypatch,
+                                           capsys: pytest.CaptureFixture[str],
+                                           build: SimpleNamespace) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    root = build.products(tmp_path / "sop", classes=2, per_class=2)
+    status = main(["evaluate", "--model", str(model_file), "--dataset", "products", "--root",
+                   str(root), "--out", str(tmp_path / "out"), "--device", "cuda"])
+    assert status == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "evaluate" / "metrics.csv").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_evaluation_matches_cpu(model_file: Path, tmp_path: Path,
+                                     build: SimpleNamespace) -> None:
+    root = build.products(tmp_path / "sop", classes=4, per_class=3)
+    runs = {device: evaluate(model_file, "products", root, out=tmp_path / device,
+                             device=device, progress=False) for device in ("cpu", "cuda")}
+    assert runs["cuda"]["device"] == "cuda"
+    cpu, gpu = runs["cpu"]["protocols"]["products"], runs["cuda"]["protocols"]["products"]
+    for key in ("recall", "map_at_r", "r_precision"):
+        assert gpu[key] == cpu[key], key
+    feats = {d: np.load(next((tmp_path / d / "cache" / "embeddings").glob("*/features.npy")))
+             for d in runs}
+    np.testing.assert_allclose(feats["cuda"], feats["cpu"], rtol=0, atol=1e-4)
+
+
+def test_nmi_skipped_and_recorded_without_its_libraries(model_file: Path, tmp_path: Path,
+                                                        monkeypatch, build: SimpleNamespace
+                                                        ) -> None:
+    import reproduce.evaluation.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "nmi_available", lambda: "needs faiss (not installed)")
+    root = build.products(tmp_path / "sop", classes=3, per_class=2, identical=True)
+    summary = evaluate(model_file, "products", root, out=tmp_path / "out", device="cpu",
+                       progress=False)
+    prot = summary["protocols"]["products"]
+    assert prot["nmi"] is None and prot["nmi_skipped"] == "needs faiss (not installed)"
+    assert prot["map_at_r"] == 1.0
+    table = pd.read_csv(tmp_path / "out" / "evaluate" / "metrics.csv")
+    assert table["metric"].tolist() == ["R@1", "MAP@R", "R-precision"]

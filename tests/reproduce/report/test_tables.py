@@ -115,7 +115,8 @@ def test_bad_published_file_exits_2(tmp_path: Path, monkeypatch, capsys) -> None
 
 
 def test_evaluate_command_csv_with_model_card(tmp_path: Path) -> None:
-    """The ``fastap evaluate`` layout: K/recall rows, protocol and family, model = .pt path."""
+    """The ``fastap evaluate`` layout: metric/K/value rows in fractions (``unit``), protocol
+    and family, model = .pt path; MAP@R, R-precision and NMI become extra columns."""
 
     import torch
 
@@ -128,17 +129,22 @@ def test_evaluate_command_csv_with_model_card(tmp_path: Path) -> None:
     checks = [{"what": "small test images", "expected": 6493, "found": 6493, "ok": True},
               {"what": "large test images", "expected": 19777, "found": 19777, "ok": True},
               {"what": "train images", "expected": 113346, "found": 0, "ok": False}]
-    (folder / "recall.json").write_text(json.dumps({"dataset": {"count_checks": checks}}))
+    (folder / "metrics.json").write_text(json.dumps({"dataset": {"count_checks": checks}}))
     pd.DataFrame([{"index": 0, "path": "a.jpg", "label": 1, "rank_first_positive": 1}]).to_csv(
         folder / "per_query_vid-small-authors.csv", index=False)  # companion: not a result
+
+    def row(protocol: str, family: str, metric: str, value: float, K: int | None = None):
+        return {"dataset": "vid", "protocol": protocol, "family": family, "metric": metric,
+                "K": K, "value": value, "unit": "fraction", "model": str(model)}
+
     pd.DataFrame([
-        {"dataset": "vid", "protocol": "vid-small-authors", "family": "authors", "K": 1,
-         "recall": 0.9105, "model": str(model)},
-        {"dataset": "vid", "protocol": "vid-large-authors", "family": "authors", "K": 5,
-         "recall": 0.95, "model": str(model)},
-        {"dataset": "vid", "protocol": "vid-small-reid", "family": "reid", "K": 1,
-         "recall": 0.5, "model": str(model)},
-    ]).to_csv(folder / "recall.csv", index=False)
+        row("vid-small-authors", "authors", "R@1", 0.9105, 1),
+        row("vid-small-authors", "authors", "MAP@R", 0.5125),
+        row("vid-small-authors", "authors", "NMI", 0.875),
+        row("vid-large-authors", "authors", "R@5", 0.95, 5),
+        row("vid-small-reid", "reid", "R@1", 0.5, 1),
+        row("vid-small-reid", "reid", "R-precision", 0.25),
+    ]).to_csv(folder / "metrics.csv", index=False)
     tables_command(None, tmp_path / "evaluations", None, tmp_path / "out")
     t3 = pd.read_csv(tmp_path / "out" / "tables" / "table3_vid.csv")
     r50 = t3[(t3["backbone"] == "ResNet-50") & (t3["batch_size"] == 256)].set_index("metric")
@@ -146,10 +152,26 @@ def test_evaluate_command_csv_with_model_card(tmp_path: Path) -> None:
     assert r50.loc["small R@1", "evaluated_minus_published"] == pytest.approx(91.05 - 91.9,
                                                                               abs=0.006)
     assert r50.loc["large R@5", "evaluated"] == pytest.approx(95.0)
-    assert r50["evaluated"].notna().sum() == 2
+    # only the extra metrics some evaluation has, after the paper's; the reid R-precision
+    # is not the authors' protocol and adds no column
+    assert list(r50.index) == ["small R@1", "small R@5", "medium R@1", "medium R@5",
+                               "large R@1", "large R@5", "small MAP@R", "small NMI"]
+    assert r50.loc["small MAP@R", "evaluated"] == pytest.approx(51.25)
+    assert r50.loc["small NMI", "evaluated"] == pytest.approx(87.5)
+    assert r50.loc["small MAP@R", "status"] == "not reported"
+    assert pd.isna(r50.loc["small MAP@R", "published"])
+    assert pd.isna(r50.loc["small MAP@R", "evaluated_minus_published"])
+    assert r50["evaluated"].notna().sum() == 4
+    assert t3[t3["batch_size"] == 96]["evaluated"].isna().all()
+    md = (tmp_path / "out" / "tables" / "table3_vid.md").read_text()
+    assert "small MAP@R | small NMI |" in md and "| n/r | n/r |" in md
+    assert "| 51.2 | 87.5 |" in md and "n/r: not reported in the paper" in md
+    # tables without such evaluations keep the paper's columns only
+    t1 = pd.read_csv(tmp_path / "out" / "tables" / "table1_products.csv")
+    assert set(t1["metric"]) == {"R@1", "R@10", "R@100", "R@1000"}
+
     assert not r50.loc["large R@5", "evaluated_partial"]
     assert r50.loc["large R@5", "evaluated_images"] == 19777
-    assert t3[t3["batch_size"] == 96]["evaluated"].isna().all()
 
 
 @pytest.fixture
@@ -236,3 +258,16 @@ def test_partial_evaluation_is_marked_and_not_differenced(tmp_path: Path, fastap
     assert ",ResNet-18,256,512,R@1," in text and "256.0" not in text
     assert "| Triplet GoogLeNet D=512 | published | 42.1 [sec] | missing | missing | missing |" \
         in md
+
+
+def test_recall_csv_of_earlier_evaluate_versions_is_still_read(tmp_path: Path) -> None:
+    folder = tmp_path / "evaluations"
+    folder.mkdir()
+    pd.DataFrame([{"dataset": "products", "protocol": "products", "family": "authors", "K": 1,
+                   "recall": 0.8125, "model": "products-resnet50-M256-D512"}]).to_csv(
+        folder / "recall.csv", index=False)
+    tables_command(None, folder, None, tmp_path / "out")
+    t1 = pd.read_csv(tmp_path / "out" / "tables" / "table1_products.csv")
+    row = t1[(t1["batch_size"] == 256) & (t1["dim"] == 512) & (t1["metric"] == "R@1")
+             & (t1["backbone"] == "ResNet-50")].iloc[0]
+    assert row["evaluated"] == pytest.approx(81.25)
