@@ -80,11 +80,38 @@ def load_input(path: str | os.PathLike[str], names: list[str]) -> dict[str, np.n
         if len(names) != 1:
             raise MatConvNetError(f"{path}: the network reads {names}; "
                                   "give a .npz with those names")
-        return {names[0]: loaded.astype(np.float32)}
+        return {names[0]: _numeric_input(path, names[0], loaded)}
     missing = [n for n in names if n not in loaded.files]
     if missing:
         raise MatConvNetError(f"{path}: no array for input(s) {missing} (holds {loaded.files})")
-    return {n: loaded[n].astype(np.float32) for n in names}
+    return {n: _numeric_input(path, n, loaded[n]) for n in names}
+
+
+def _numeric_input(path: str | os.PathLike[str], var: str, array: np.ndarray) -> np.ndarray:
+    """``array`` as the float32 input ``var``: numbers, H x W x C [x N], all finite."""
+    if array.dtype.kind not in "biuf":
+        raise MatConvNetError(f"{path}: input {var!r} holds {array.dtype} values, not numbers")
+    if array.ndim not in (3, 4):
+        raise MatConvNetError(f"{path}: input {var!r} has shape {list(array.shape)}; expected "
+                              "H x W x C or H x W x C x N (MATLAB order)")
+    if not np.all(np.isfinite(array)):
+        raise MatConvNetError(f"{path}: input {var!r} holds NaN or Inf values")
+    return array.astype(np.float32)
+
+
+def check_input_channels(net: McnNet, inputs: dict[str, np.ndarray],
+                         source: str | os.PathLike[str]) -> None:
+    """Each input's channel count (MATLAB's third dimension) against what the network reads."""
+    for var, array in inputs.items():
+        try:
+            expected = _input_shape(net, var, 1)[2]
+        except MatConvNetError:
+            continue  # the network states no size for this input: nothing to check against
+        if array.shape[2] != expected:
+            raise MatConvNetError(
+                f"{source}: input {var!r} has {array.shape[2]} channels (shape "
+                f"{list(array.shape)}, MATLAB order H x W x C x N); the network reads "
+                f"{expected}")
 
 
 def verify(file: str | os.PathLike[str], input: str | os.PathLike[str] | None = None,
@@ -102,8 +129,11 @@ def verify(file: str | os.PathLike[str], input: str | os.PathLike[str] | None = 
         raise MatConvNetError(f"--batch must be positive, got {batch}")
     net = read_network(file)
     model, _card = convert_network(net, dtype=getattr(torch, dtype))
-    inputs = (load_input(input, network_inputs(net)) if input is not None
-              else make_inputs(net, batch, seed))
+    if input is None:
+        inputs = make_inputs(net, batch, seed)
+    else:
+        inputs = load_input(input, network_inputs(net))
+        check_input_channels(net, inputs, input)
     return verify_model(net, model, inputs, dtype)
 
 

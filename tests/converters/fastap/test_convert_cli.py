@@ -89,6 +89,22 @@ def test_verify_takes_a_given_input(tmp_path: Path) -> None:
     assert max(c.rel_l2 for c in comparisons64) < 1e-10
 
 
+@pytest.mark.parametrize("array,needle", [
+    (np.array([["a", "b"], ["c", "d"]]), "holds <U1 values, not numbers"),
+    (np.zeros((28, 28, 3, 2), np.float32), "has 3 channels (shape [28, 28, 3, 2]"),
+    (np.zeros((28, 28), np.float32), "expected H x W x C or H x W x C x N"),
+    (np.full((28, 28, 1, 1), np.nan, np.float32), "NaN or Inf"),
+])
+def test_verify_names_a_wrong_input_array(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          array: np.ndarray, needle: str) -> None:
+    np.save(tmp_path / "x.npy", array)
+    status = main(["verify", str(REAL / "dagnn_v5_struct_mnist_new_net.mat"), "--input",
+                   str(tmp_path / "x.npy"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and "x.npy" in err and needle in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("content", [b"", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'"])
 def test_verify_names_an_empty_or_cut_input_file(tmp_path: Path, content: bytes,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
