@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +184,13 @@ def model_files(output: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
 
 def convert_file(ckpt: str | os.PathLike[str], output: str | os.PathLike[str],
                  check_input: str | os.PathLike[str] | None = None, *,
-                 max_images: int = 64) -> ModelCard:
+                 max_images: int = 64,
+                 annotate: Callable[[ModelCard], None] | None = None) -> ModelCard:
     """Convert ``ckpt`` and write the model files of :func:`model_files`; return the card.
 
     With ``check_input`` (a folder of images), the card's ``input_scaling`` records which
-    input scaling fits the checkpoint's first BatchNorm moments. Either every file is
+    input scaling fits the checkpoint's first BatchNorm moments; ``annotate`` may add to the
+    card before it is written (the CLI adds the published metrics). Either every file is
     written or, on any failure, none of them is left behind.
     """
     files = model_files(output)
@@ -197,6 +200,8 @@ def convert_file(ckpt: str | os.PathLike[str], output: str | os.PathLike[str],
         images = read_images(check_input, limit=max_images)
         card.input_scaling = check_input_scaling(net, images,
                                                  average_image=card.input.average_image)
+    if annotate is not None:
+        annotate(card)
     written: list[Path] = []
     try:
         for path in files[:2]:

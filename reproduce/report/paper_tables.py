@@ -64,6 +64,7 @@ from reproduce.report.released_models import (
     RELEASED_MODELS,
     ReleasedModel,
     find_model,
+    match_options,
     match_run,
 )
 
@@ -108,6 +109,27 @@ def load_published(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     check_numeric(frame, path, ("table", "batch_size", "dim", "value"))
     frame["status"] = frame["status"].fillna("missing")
     return frame
+
+
+def published_metrics(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The paper's numbers for the released configuration a run's options name, or None.
+
+    For a model card (``ModelCard.metrics``, as torchvision's ``Weights.meta`` carries the
+    published accuracy): ``{"released": key, "released_epoch": N, "published": {metric:
+    {"value", "status", "source"}}}`` in percent, from the shipped published numbers.
+    """
+    model = match_options(options)
+    if model is None:
+        return None
+    pub = load_published()
+    rows = pub[(pub["method"] == "FastAP") & (pub["backbone"] == model.backbone)
+               & (pub["batch_size"].astype(float) == model.batch_size)
+               & (pub["dim"].astype(float) == model.dim) & (pub["dataset"] == model.dataset)]
+    return {"released": model.key, "released_epoch": model.epoch,
+            "published": {str(r["metric"]): {"value": None if pd.isna(r["value"]) else
+                                             float(r["value"]), "status": str(r["status"]),
+                                             "source": str(r["source"])}
+                          for _, r in rows.iterrows()}}
 
 
 def load_logs(folders: Sequence[str | os.PathLike[str]]) -> LogRuns:

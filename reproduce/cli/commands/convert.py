@@ -9,7 +9,10 @@ The work is :func:`converters.fastap.convert.convert_file`.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports its heavy modules only when a command runs
+    from converters.fastap.card import ModelCard
 
 from reproduce.cli.common import (
     add_force_argument,
@@ -38,6 +41,13 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _add_published_metrics(card: ModelCard) -> None:
+    """The paper's numbers for the configuration the card's options name, as its metrics."""
+    from reproduce.report.paper_tables import published_metrics
+
+    card.metrics = published_metrics(card.opts or {}) if card.opts else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Convert, write the model files and ``<out>/convert/card.json``, print a summary."""
     from converters.fastap.convert import convert_file, model_files
@@ -47,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [args.ckpt] + ([args.check_input] if args.check_input else [])
     check_outputs(files, inputs, force=args.force)
     check_out_folder(args.out)
-    card = convert_file(args.ckpt, args.output, args.check_input, max_images=args.max_images)
+    card = convert_file(args.ckpt, args.output, args.check_input, max_images=args.max_images,
+                        annotate=_add_published_metrics)
     folder = command_dir(args.out, "convert", args)
     write_json(folder / "card.json", card.summary())
     print(f"wrote {files[0]}, {files[1].name} and {files[2].name}: {card.family}"

@@ -124,3 +124,24 @@ def test_evaluating_a_matconvnet_checkpoint_says_to_convert(tmp_path: Path,
     err = capsys.readouterr().err
     assert status == 2 and "MatConvNet checkpoint" in err and "fastap convert" in err
     assert "weights_only" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_card_carries_the_published_metrics_of_its_configuration(converted: Path) -> None:
+    import pandas as pd
+
+    from reproduce import paths
+
+    card = ModelCard.from_json((converted / "model.json").read_text())
+    # the synthetic checkpoint's options: products, resnet18, batchSize 256, dim 512
+    assert card.metrics["released"] == "products-resnet18-M256-D512"
+    pub = pd.read_csv(paths.PUBLISHED_DIR / "published_results.csv")
+    rows = pub[(pub.method == "FastAP") & (pub.dataset == "products")
+               & (pub.backbone == "ResNet-18") & (pub.batch_size == 256) & (pub.dim == 512)]
+    assert set(card.metrics["published"]) == set(rows.metric)
+    for _, row in rows.iterrows():
+        entry = card.metrics["published"][row.metric]
+        assert entry["status"] == row.status
+        assert (entry["value"] is None) == pd.isna(row.value)
+        if entry["value"] is not None:
+            assert entry["value"] == row.value
+    assert card.meta()["metrics"] == card.metrics
