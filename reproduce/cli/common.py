@@ -8,7 +8,6 @@ import contextlib
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from functools import partialmethod
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,12 @@ def progress_bars(enabled: bool) -> Iterator[None]:
     from tqdm import tqdm
 
     original = tqdm.__init__
-    tqdm.__init__ = partialmethod(original, disable=True)  # type: ignore[method-assign]
+
+    def silenced(self: tqdm, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True  # over any disable= the caller passed
+        original(self, *args, **kwargs)
+
+    tqdm.__init__ = silenced  # type: ignore[method-assign]
     try:
         yield
     finally:

@@ -78,13 +78,14 @@ def test_quiet_silences_progress_bars(monkeypatch: pytest.MonkeyPatch) -> None:
         from tqdm import tqdm
 
         seen.append(tqdm(range(3)).disable)
+        seen.append(tqdm(range(3), disable=False).disable)  # an explicit request too
         return 0
 
     parser = cli.build_parser()
     monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser, work))
     assert cli.main(["--quiet", "inspect", "x.mat"]) == 0
     assert cli.main(["inspect", "x.mat"]) == 0
-    assert seen[0] is True and seen[1] is not True
+    assert seen[:2] == [True, True] and seen[2:] == [False, False]
 
 
 @pytest.mark.parametrize("root,names", [

@@ -367,3 +367,31 @@ def test_nmi_skipped_and_recorded_without_its_libraries(model_file: Path, tmp_pa
     assert prot["map_at_r"] == 1.0
     table = pd.read_csv(tmp_path / "out" / "evaluate" / "metrics.csv")
     assert table["metric"].tolist() == ["R@1", "MAP@R", "R-precision"]
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_rerun_finishes(
+        model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, build: SimpleNamespace) -> None:
+    from converters.fastap.families import FastAPEmbedding
+
+    root = build.products(tmp_path / "sop", classes=3, per_class=2, identical=True)
+    argv = ["--quiet", "evaluate", "--model", str(model_file), "--dataset", "products", "--root",
+            str(root), "--out", str(tmp_path / "out"), "--batch-size", "2", "--device", "cpu"]
+    real_forward = FastAPEmbedding.forward
+    calls = []
+
+    def interrupted(self: FastAPEmbedding, x):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_forward(self, x)
+
+    monkeypatch.setattr(FastAPEmbedding, "forward", interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "interrupted" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "evaluate" / "metrics.csv").exists()
+    monkeypatch.setattr(FastAPEmbedding, "forward", real_forward)
+    assert main(argv) == 0
+    assert (tmp_path / "out" / "evaluate" / "metrics.csv").is_file()
