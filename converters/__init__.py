@@ -9,10 +9,8 @@ use, so ``import converters`` stays light (torch loads only when a torch entry p
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from converters.errors import FastAPReproError, MatConvNetError
+from converters.lazy import lazy_exports
 from converters.mcn.net import McnLayer, McnNet, McnParam, McnVar
 
 _LAZY = {
@@ -30,9 +28,4 @@ _LAZY = {
 __all__ = ["FastAPReproError", "MatConvNetError", "McnLayer", "McnNet", "McnParam", "McnVar",
            *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    """Import an entry point from the module that defines it on first access."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'converters' has no attribute {name!r}")
+__getattr__ = lazy_exports("converters", _LAZY)

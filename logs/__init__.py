@@ -7,8 +7,7 @@ Public entry points: ``parse_diaries`` (an experiment folder or diary files -> `
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from converters.lazy import lazy_exports
 
 _LAZY = {
     "parse_diaries": "logs.diary_parser",
@@ -22,9 +21,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    """Import an entry point from the module that defines it on first access."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'logs' has no attribute {name!r}")
+__getattr__ = lazy_exports("logs", _LAZY)

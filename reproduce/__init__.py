@@ -12,8 +12,7 @@ Public entry points (imported on first use, so ``import reproduce`` stays light)
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from converters.lazy import lazy_exports
 
 _LAZY = {
     "FastAPLoss": "reproduce.loss.fastap_loss",
@@ -31,9 +30,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    """Import an entry point from the module that defines it on first access."""
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'reproduce' has no attribute {name!r}")
+__getattr__ = lazy_exports("reproduce", _LAZY)

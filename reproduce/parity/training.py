@@ -149,13 +149,20 @@ def is_sampler_fixture(mat: dict[str, Any]) -> bool:
     return all(name in mat for name in SAMPLER_REQUIRED)
 
 
-def check_sampler_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:
-    """Rebuild every saved epoch from its recorded ``perms``; everything must be identical."""
+def loaded_fixture(path: str | Path, mat: dict[str, Any] | None, required: tuple[str, ...],
+                   what: str) -> tuple[Path, dict[str, Any]]:
+    """``(path, variables)`` of a fixture of one family; missing fields are an error."""
     path = Path(path)
     mat = load_fixture(path) if mat is None else mat
-    if not is_sampler_fixture(mat):
-        missing = [f for f in SAMPLER_REQUIRED if f not in mat]
-        raise InputError(f"{path}: not a sampler fixture, missing fields {missing}")
+    missing = [f for f in required if f not in mat]
+    if missing:
+        raise InputError(f"{path}: not {what} fixture, missing fields {missing}")
+    return path, mat
+
+
+def check_sampler_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:
+    """Rebuild every saved epoch from its recorded ``perms``; everything must be identical."""
+    path, mat = loaded_fixture(path, mat, SAMPLER_REQUIRED, "a sampler")
     case = case_label(path, mat)
     sampler = fixture_text(mat["sampler"])
     if sampler not in ("train_hard", "train_hard_vid"):
@@ -242,11 +249,7 @@ def _array(value: Any) -> np.ndarray:
 
 def check_adam_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:
     """Replay the saved ``accumulateGradients`` calls and compare after every call."""
-    path = Path(path)
-    mat = load_fixture(path) if mat is None else mat
-    if not is_adam_fixture(mat):
-        missing = [f for f in ADAM_REQUIRED if f not in mat]
-        raise InputError(f"{path}: not an optimizer fixture, missing fields {missing}")
+    path, mat = loaded_fixture(path, mat, ADAM_REQUIRED, "an optimizer")
     case = case_label(path, mat, "precision")
     try:
         return _replay_adam(case, mat)

@@ -38,9 +38,16 @@ from torch import Tensor, nn
 from converters.mcn.net import McnLayer, McnNet, McnParam
 from converters.mcn.to_torch import McnBatchNorm, McnModule
 from reproduce.errors import InputError
-from reproduce.parity.fixture_file import fixture_text, load_fixture
+from reproduce.parity.fixture_file import fixture_text
 from reproduce.parity.row import ParityRow
-from reproduce.parity.training import case_label, cell_list, compare_row, field, number
+from reproduce.parity.training import (
+    case_label,
+    cell_list,
+    compare_row,
+    field,
+    loaded_fixture,
+    number,
+)
 from reproduce.training.batchnorm import McnBatchNorm2d
 from reproduce.training.optimizer import McnAdam
 from reproduce.training.step import TrainStep, chunk_slices
@@ -429,11 +436,7 @@ def adam_step_bound(t: int, beta1: float, beta2: float) -> float:
 
 def check_step_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:
     """Train the saved network on the saved batches and compare every saved quantity."""
-    path = Path(path)
-    mat = load_fixture(path) if mat is None else mat
-    if not is_step_fixture(mat):
-        missing = [f for f in STEP_REQUIRED if f not in mat]
-        raise InputError(f"{path}: not a training-step fixture, missing fields {missing}")
+    path, mat = loaded_fixture(path, mat, STEP_REQUIRED, "a training-step")
     case = case_label(path, mat, "lrn_kernel")
     try:
         return _Checker(case, mat).run()

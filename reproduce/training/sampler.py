@@ -153,6 +153,23 @@ class MetaClassIndex:
                                                            self.group_sizes[i], strict=True)]
 
 
+
+def training_positions(n: int, train: np.ndarray, who: str) -> np.ndarray:
+    """Positions of the training images among ``n``: ``train`` is a boolean mask or the imdb
+    ``set`` column (1 = training); for VehicleID's ``n x 4`` ``set``, its first column (as
+    ``train_hard_vid.m`` line 55 reads it). ``who`` names the caller in errors."""
+    train = np.asarray(train)
+    if train.ndim == 2:
+        train = train[:, 0]
+    if train.shape != (n,):
+        raise InputError(f"{who}: {n} label rows but a training mask/set of shape "
+                         f"{train.shape}")
+    mask = train.astype(bool) if train.dtype == bool else train == 1
+    positions = np.flatnonzero(mask)
+    if positions.size == 0:
+        raise InputError(f"{who}: no training images (set == 1)")
+    return positions
+
 def analyse_metaclasses(labels: np.ndarray, train: np.ndarray) -> MetaClassIndex:
     """``get_imdb``'s meta-class analysis (``run_demo.m`` lines 148-164).
 
@@ -164,16 +181,7 @@ def analyse_metaclasses(labels: np.ndarray, train: np.ndarray) -> MetaClassIndex
     if labels.ndim != 2 or labels.shape[1] < 2:
         raise InputError(f"meta-class analysis: labels must be n x 2 or wider (class, "
                          f"meta-class), got shape {labels.shape}")
-    train = np.asarray(train)
-    if train.ndim == 2:
-        train = train[:, 0]
-    if train.shape != (labels.shape[0],):
-        raise InputError(f"meta-class analysis: {labels.shape[0]} label rows but a training "
-                         f"mask/set of shape {train.shape}")
-    mask = train.astype(bool) if train.dtype == bool else train == 1
-    train_idx = np.flatnonzero(mask)
-    if train_idx.size == 0:
-        raise InputError("meta-class analysis: no training images (set == 1)")
+    train_idx = training_positions(labels.shape[0], train, "meta-class analysis")
     Ycls = labels[train_idx, 0]
     Ymeta = labels[train_idx, 1]
     # positions sorted by meta-class, then class, then file order (a stable sort)
@@ -471,16 +479,7 @@ class ClassBalancedSampler(_EpochBatchSampler):
         labels = np.asarray(labels)
         if labels.ndim == 1:
             labels = labels[:, None]
-        train = np.asarray(train)
-        if train.ndim == 2:
-            train = train[:, 0]
-        if train.shape != (labels.shape[0],):
-            raise InputError(f"class-balanced sampler: {labels.shape[0]} label rows but a "
-                             f"training mask/set of shape {train.shape}")
-        mask = train.astype(bool) if train.dtype == bool else train == 1
-        self.train_idx = np.flatnonzero(mask)
-        if self.train_idx.size == 0:
-            raise InputError("class-balanced sampler: no training images")
+        self.train_idx = training_positions(labels.shape[0], train, "class-balanced sampler")
         if isinstance(batchSize, bool) or int(batchSize) != batchSize or batchSize < 2:
             raise InputError(f"class-balanced sampler: batch size must be an integer >= 2, "
                              f"got {batchSize!r}")

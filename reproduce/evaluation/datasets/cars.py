@@ -22,12 +22,10 @@ import numpy as np
 from converters.errors import MatConvNetError
 from reproduce.errors import InputError
 from reproduce.evaluation.datasets.common import (
-    CountCheck,
     Dataset,
     PathList,
     check_counts,
-    class_split,
-    number_of_classes,
+    class_split_counts,
     require_file,
     self_retrieval,
     validate_images,
@@ -88,15 +86,8 @@ def load_cars(root: str | Path, strict: bool = False, verify: str = "exists") ->
         labels.append(_integer(entry["class"], path, index, "class"))
         test_flag.append(_integer(entry["test"], path, index, "test"))
     labels_arr = np.array(labels, dtype=np.int64)
-    subset = class_split(labels_arr, LAST_TRAIN_CLASS)
-    test_idx = np.nonzero(subset == "test")[0]
-    train_idx = np.nonzero(subset == "train")[0]
-    checks = [CountCheck("images", PUBLISHED["images"], len(rel_paths)),
-              CountCheck("train images", PUBLISHED["train images"], len(train_idx)),
-              CountCheck("test images", PUBLISHED["test images"], len(test_idx)),
-              CountCheck("classes", PUBLISHED["classes"], number_of_classes(labels_arr)),
-              CountCheck("test classes", PUBLISHED["test classes"],
-                         number_of_classes(labels_arr[test_idx]))]
+    subset, train_idx, test_idx, checks = class_split_counts(labels_arr, LAST_TRAIN_CLASS,
+                                                             PUBLISHED)
     if not len(test_idx):
         raise InputError(f"{path}: no image of a test class ({LAST_TRAIN_CLASS + 1} and above)")
     paths = PathList(base, rel_paths)

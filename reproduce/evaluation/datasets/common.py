@@ -211,6 +211,26 @@ def class_split(labels: np.ndarray, last_train_class: int) -> np.ndarray:
     return np.where(labels <= last_train_class, "train", "test")
 
 
+def class_split_counts(labels: np.ndarray, last_train_class: int, published: dict[str, int]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[CountCheck]]:
+    """The class-disjoint split of CUB-200-2011 and Cars196 and its count checks.
+
+    Returns ``(subset, train_idx, test_idx, checks)``: the split per image, the positions of
+    each part, and the images / train / test / classes / test-classes counts against
+    ``published`` (keys as those five names).
+    """
+    subset = class_split(labels, last_train_class)
+    test_idx = np.nonzero(subset == "test")[0]
+    train_idx = np.nonzero(subset == "train")[0]
+    checks = [CountCheck("images", published["images"], len(labels)),
+              CountCheck("train images", published["train images"], len(train_idx)),
+              CountCheck("test images", published["test images"], len(test_idx)),
+              CountCheck("classes", published["classes"], number_of_classes(labels)),
+              CountCheck("test classes", published["test classes"],
+                         number_of_classes(labels[test_idx]))]
+    return subset, train_idx, test_idx, checks
+
+
 def self_retrieval(name: str, description: str, members: np.ndarray,
                    Ks: tuple[int, ...]) -> Protocol:
     """The evaluate_model.m protocol on one set: ``members`` against themselves, each query's

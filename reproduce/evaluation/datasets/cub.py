@@ -20,13 +20,11 @@ import numpy as np
 
 from reproduce.errors import InputError
 from reproduce.evaluation.datasets.common import (
-    CountCheck,
     Dataset,
     PathList,
     check_counts,
-    class_split,
+    class_split_counts,
     first_existing,
-    number_of_classes,
     read_numbered_table,
     require_file,
     self_retrieval,
@@ -68,15 +66,8 @@ def load_cub(root: str | Path, strict: bool = False, verify: str = "exists") -> 
                              f"{images_file}:{lineno})")
         labels.append(class_of[int(image_id)])
     labels_arr = np.array(labels, dtype=np.int64)
-    subset = class_split(labels_arr, LAST_TRAIN_CLASS)
-    test_idx = np.nonzero(subset == "test")[0]
-    train_idx = np.nonzero(subset == "train")[0]
-    checks = [CountCheck("images", PUBLISHED["images"], len(images)),
-              CountCheck("train images", PUBLISHED["train images"], len(train_idx)),
-              CountCheck("test images", PUBLISHED["test images"], len(test_idx)),
-              CountCheck("classes", PUBLISHED["classes"], number_of_classes(labels_arr)),
-              CountCheck("test classes", PUBLISHED["test classes"],
-                         number_of_classes(labels_arr[test_idx]))]
+    subset, train_idx, test_idx, checks = class_split_counts(labels_arr, LAST_TRAIN_CLASS,
+                                                             PUBLISHED)
     if not len(test_idx):
         raise InputError(f"{labels_file}: no image of a test class "
                          f"({LAST_TRAIN_CLASS + 1} and above)")

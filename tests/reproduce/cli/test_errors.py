@@ -10,15 +10,9 @@ import pytest
 import converters
 import logs
 import reproduce
-from converters.errors import (
-    CheckFailedError,
-    DatasetError,
-    FastAPReproError,
-    InputError,
-    InputFileError,
-    LogFormatError,
-    MatConvNetError,
-)
+import reproduce.errors
+from converters import errors
+from converters.errors import CheckFailedError, DatasetError, LogFormatError, MatConvNetError
 from reproduce.cli import main as cli
 
 
@@ -40,11 +34,12 @@ def _with_func(parser: argparse.ArgumentParser, func: object) -> argparse.Argume
 
 
 def test_every_area_is_one_hierarchy() -> None:
-    for area in (InputError, InputFileError, MatConvNetError, DatasetError, LogFormatError,
-                 CheckFailedError):
-        assert issubclass(area, FastAPReproError)
+    for area in ("InputError", "InputFileError", "MatConvNetError", "DatasetError",
+                 "LogFormatError", "CheckFailedError"):
+        assert issubclass(getattr(errors, area), errors.FastAPReproError), area
+        assert getattr(reproduce.errors, area) is getattr(errors, area)
     assert logs.LogFormatError is LogFormatError
-    assert CheckFailedError.exit_status == 1 and InputError.exit_status == 2
+    assert CheckFailedError.exit_status == 1 and errors.InputError.exit_status == 2
 
 
 @pytest.mark.parametrize("exc,status,needle", [
