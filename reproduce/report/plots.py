@@ -42,18 +42,27 @@ from reproduce.report.paper_tables import (  # noqa: E402
     load_logs,
     partial_rows,
 )
+from reproduce.report.parity_map import (  # noqa: E402
+    PARITY_COLUMNS,
+    parity_figure,
+)
 from reproduce.report.released_models import match_run  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def save_figure(fig: Any, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically and close the figure."""
+def save_figure(fig: Any, stem: Path, tight: bool = True) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically and close the figure.
+
+    ``tight`` crops to the drawn content (one extra layout pass per file); a figure laid
+    out in inches with room for its labels passes False.
+    """
     written = []
     for suffix in (".png", ".pdf"):
         final = stem.with_suffix(suffix)
         with atomic_path(final) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=120, bbox_inches="tight")
+            fig.savefig(tmp, format=suffix[1:], dpi=120,
+                        bbox_inches="tight" if tight else None)
         written.append(final)
     plt.close(fig)
     return written
@@ -97,7 +106,6 @@ def plot_curves(epochs: pd.DataFrame, run: str, released_epoch: int | None, simu
     return save_figure(fig, stem)
 
 
-PARITY_COLUMNS = {"case", "quantity", "max_abs_err", "max_rel_err", "tolerance", "verdict"}
 TABLE_COLUMNS = {"method", "backbone", "batch_size", "dim", "metric", "published", "status",
                  "logs_value", "evaluated", "note"}
 _SERIES = (("published", "published", "tab:gray"), ("logs_value", "logs", "tab:blue"),
@@ -182,118 +190,9 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
     return fig
 
 
-_NUMBER = r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?"
-_REL = re.compile(rf"^rel (?:[^=,]*= )?(?P<tol>{_NUMBER})")
-_ABS = re.compile(rf"^abs (?P<tol>{_NUMBER})(?!\s*ulp)")
-_ULP = re.compile(rf"^abs (?P<n>{_NUMBER}) ulp\((?P<at>{_NUMBER})\)")
-
-
-def error_over_tolerance(row: pd.Series) -> tuple[float, str]:
-    """A comparison's error as a fraction of its tolerance, and a short tolerance tag.
-
-    Uses the CSV's ``error_over_tolerance`` column when it has one; else reads the
-    ``tolerance`` text: ``identical`` (0), ``rel T`` / ``rel ... = T`` (relative), ``abs T``,
-    ``abs N ulp(x)``. Entrywise bounds (``entrywise ...``) have no single number: NaN, and
-    the verdict alone says whether every entry is within its bound.
-    """
-    text = str(row.get("tolerance", "") or "").strip()
-    given = row.get("error_over_tolerance")
-    if given is not None and not pd.isna(given):
-        return float(given), _tolerance_tag(text)
-    if text == "identical":
-        return (0.0 if float(row["max_abs_err"]) == 0 else float("inf")), "identical"
-    for pattern, error in ((_REL, "max_rel_err"), (_ABS, "max_abs_err")):
-        match = pattern.match(text)
-        if match:
-            tol = float(match.group("tol"))
-            return _ratio(float(row[error]), tol), _tolerance_tag(text)
-    match = _ULP.match(text)
-    if match:
-        tol = float(match.group("n")) * float(np.spacing(float(match.group("at"))))
-        return _ratio(float(row["max_abs_err"]), tol), _tolerance_tag(text)
-    return float("nan"), _tolerance_tag(text)
-
-
-def _ratio(error: float, tolerance: float) -> float:
-    """error / tolerance (0 / 0 = 0)."""
-    if error == 0:
-        return 0.0
-    return error / tolerance if tolerance > 0 else float("inf")
-
-
-def _tolerance_tag(text: str) -> str:
-    """A few characters naming a tolerance (``rel 1e-12``, ``entrywise``, ``2 ulp``)."""
-    if text.startswith("entrywise"):
-        return "entrywise"
-    match = _REL.match(text)
-    if match:
-        return f"rel {float(match.group('tol')):.0e}"
-    match = _ULP.match(text)
-    if match:
-        return f"{match.group('n')} ulp"
-    return text[:10]
-
-
 def plot_parity(parity: pd.DataFrame, stem: Path) -> list[Path]:
-    """Draw :func:`parity_figure` and write it as ``stem.png`` / ``stem.pdf``."""
-    return save_figure(parity_figure(parity), stem)
-
-
-def parity_figure(parity: pd.DataFrame) -> Any:
-    """A case x quantity map coloured by each comparison's error / tolerance.
-
-    Passing cells run from dark (error far below the tolerance, or none) to light green
-    (close to it); failing cells are red with an x. Each cell notes its ratio and its
-    tolerance; a cell whose tolerance is an entrywise bound (no single number) shows its
-    verdict only. Quantities a case lacks stay blank.
-    """
-    missing = PARITY_COLUMNS - set(parity.columns)
-    if missing:
-        raise InputError(f"parity CSV lacks columns {sorted(missing)}")
-    cases = list(dict.fromkeys(parity["case"].astype(str)))
-    quantities = list(dict.fromkeys(parity["quantity"].astype(str)))
-    shape = (len(cases), len(quantities))
-    level = np.full(shape, np.nan)
-    notes: dict[tuple[int, int], tuple[str, str, bool]] = {}
-    low = -8.0  # log10 ratio drawn as "far below tolerance"
-    for _, row in parity.iterrows():
-        i, j = cases.index(str(row["case"])), quantities.index(str(row["quantity"]))
-        ratio, tag = error_over_tolerance(row)
-        passed = str(row["verdict"]) == "pass"
-        if np.isnan(ratio):
-            level[i, j] = low / 2 if passed else 1.0
-            shown = "ok" if passed else "x"
-        else:
-            level[i, j] = np.clip(np.log10(ratio), low, 1.0) if ratio > 0 else low
-            shown = "0" if ratio == 0 else f"{ratio:.0e}"
-            if not passed:
-                shown = "x " + shown
-        notes[(i, j)] = (shown, tag, passed)
-    passing = np.ma.masked_where(np.isnan(level) | (level > 0), level)
-    failing = np.ma.masked_where(np.isnan(level) | (level <= 0), level)
-    for (i, j), (_, _, passed) in notes.items():
-        if not passed:  # a failure is red whatever its ratio says
-            passing[i, j] = np.ma.masked
-            failing[i, j] = 1.0
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.62 * len(quantities) + 3.0),
-                                    max(3.0, 0.42 * len(cases) + 2.4)))
-    image = ax.imshow(passing, cmap="Greens_r", vmin=low, vmax=0.0, aspect="auto")
-    ax.imshow(failing, cmap=matplotlib.colors.ListedColormap(["tab:red"]), aspect="auto")
-    fig.colorbar(image, ax=ax, label="log10(error / tolerance), passing comparisons")
-    for (i, j), (shown, tag, passed) in notes.items():
-        dark = passed and level[i, j] < low / 2
-        ax.text(j, i, f"{shown}\n{tag}", ha="center", va="center", fontsize=4.5,
-                color="white" if dark or not passed else "black",
-                fontweight="normal" if passed else "bold")
-    ax.set_xticks(range(len(quantities)), quantities, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(cases)), cases, fontsize=7)
-    passed_count = int((parity["verdict"] == "pass").sum())
-    ax.set_title(f"Parity with the saved MATLAB values: {passed_count}/{len(parity)} "
-                 "comparisons pass.\nColour and first line: error / tolerance (0 = identical; "
-                 "'ok' = within an entrywise bound); second line: the tolerance; red x = fail; "
-                 "blank = not saved", fontsize=8)
-    fig.tight_layout()
-    return fig
+    """Draw :func:`~reproduce.report.parity_map.parity_figure`; write ``stem.png`` / ``.pdf``."""
+    return save_figure(parity_figure(parity), stem, tight=False)  # laid out in inches
 
 
 def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
@@ -325,7 +224,8 @@ def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
         missing = PARITY_COLUMNS - set(parity_frame.columns)
         if missing:
             raise InputError(f"{parity}: not a parity CSV: columns {sorted(missing)} missing")
-        check_numeric(parity_frame, parity, ("max_abs_err", "max_rel_err"))
+        check_numeric(parity_frame, parity, ("max_abs_err", "max_rel_err",
+                                             "error_over_tolerance"))
     folder = command_dir(out, "plots", arguments or {
         "logs": [str(p) for p in logs or []], "tables": str(tables or ""),
         "parity": str(parity or ""), "out": str(out)})
