@@ -39,6 +39,8 @@ from reproduce.report.csv_input import check_numeric, read_csv_file  # noqa: E40
 from reproduce.report.paper_tables import (  # noqa: E402
     TABLE_FILES,
     _run_options,
+    extra_metrics_in,
+    is_extra_metric,
     load_logs,
     partial_rows,
 )
@@ -125,55 +127,32 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
     Every panel shares one y axis from 0 to 100 %; missing values are not drawn and are
     counted under the panel; SIMULATED logs and PARTIAL model values (another epoch, fewer
     images, synthetic) are said in the legend, partial bars hatched and explained per panel.
+    Metrics the paper does not report (MAP@R, R-precision, NMI) are never drawn under the
+    Recall@K axis: when the table has them they get a second row of panels of their own,
+    converted-model bars only, labelled as not in the paper.
     """
     fastap = frame[frame["method"] == "FastAP"]
-    groups = list(fastap.groupby(["backbone", "batch_size", "dim"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 5.0), squeeze=False,
-                             sharey=True)
+    extra = fastap["metric"].astype(str).map(is_extra_metric).astype(bool)
+    keys = ["backbone", "batch_size", "dim"]
+    configs = list(dict.fromkeys(map(tuple, fastap[keys].itertuples(index=False))))
+    n_rows = 2 if extra.any() else 1
+    fig, axes = plt.subplots(n_rows, len(configs), figsize=(4.2 * len(configs),
+                                                            5.0 + 4.0 * (n_rows - 1)),
+                             squeeze=False, sharey=True)
     simulated = fastap["note"].astype(str).str.contains("SIMULATED").any()
     any_partial = False
-    for ax, ((backbone, batch, dim), group) in zip(axes[0], groups, strict=True):
-        metrics = list(group["metric"])
-        x = np.arange(len(metrics))
-        missing = 0
-        partial = partial_rows(group).to_numpy()
-        for i, (column, _, color) in enumerate(_SERIES):
-            values = group[column].to_numpy(dtype=float)
-            present = ~np.isnan(values)
-            missing += int((~present).sum())
-            full = present & ~partial if column == "evaluated" else present
-            ax.bar(x[full] + (i - 1) * _BAR, values[full], _BAR, color=color)
-            if column == "evaluated" and (present & partial).any():
-                any_partial = True
-                ax.bar(x[present & partial] + (i - 1) * _BAR, values[present & partial], _BAR,
-                       color=_PARTIAL_COLOUR, hatch="///", edgecolor="tab:green")
-        for xi, (_, row) in zip(x, group.iterrows(), strict=True):
-            if row["status"] not in ("secondary", "missing") and not np.isnan(row["published"]):
-                # inside the bar, so no tag runs past the axes
-                ax.text(xi - _BAR, row["published"] - 2.0, str(row["status"])[:5], rotation=90,
-                        fontsize=7, ha="center", va="top", color="white")
-        ax.set_xticks(x, metrics, rotation=30, fontsize=8)
-        ax.set_xlim(-0.6, len(metrics) - 0.4)  # every group of bars inside, same margins
-        ax.set_title(f"{backbone} M={int(batch)} D={int(dim)}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-        notes = []
-        if missing:
-            notes.append(f"{missing} missing values not drawn")
-        if partial.any():
-            basis = "; ".join(dict.fromkeys(group.loc[partial, "evaluated_on"].astype(str))) \
-                if "evaluated_on" in group.columns else "PARTIAL: basis not recorded"
-            notes.append("model " + basis)
-        if not np.isfinite(group[[c for c, _, _ in _SERIES]].to_numpy(dtype=float)).any():
-            ax.text(0.5, 0.5, "no value available\n(published, logs and model missing)",
-                    transform=ax.transAxes, ha="center", fontsize=8, color="tab:red")
-        if partial.any():
-            ax.text(0.02, 0.98, "model: PARTIAL", transform=ax.transAxes, fontsize=8,
-                    color="tab:red", va="top", zorder=5,
-                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"})
-        if notes:
-            ax.set_xlabel(textwrap.fill(" | ".join(notes), 52), fontsize=7, color="tab:red")
+    for column, config in enumerate(configs):
+        mine = (fastap[keys].apply(tuple, axis=1) == config).to_numpy()
+        panels = [(axes[0][column], fastap[mine & ~extra.to_numpy()], _SERIES)]
+        if n_rows == 2:
+            panels.append((axes[1][column], fastap[mine & extra.to_numpy()], _SERIES[2:]))
+        for ax, group, series in panels:
+            any_partial |= _table_panel(ax, group, series, config)
     axes[0][0].set_ylim(0.0, 100.0)
     axes[0][0].set_ylabel("Recall@K (%)")
+    if n_rows == 2:
+        names = extra_metrics_in(fastap)
+        axes[1][0].set_ylabel(f"{', '.join(names)} (%)\nnot in the paper: model only")
     handles = [plt.Rectangle((0, 0), 1, 1, color=color) for _, _, color in _SERIES]
     labels = ["published", "logs (SIMULATED sample diaries)" if simulated else "logs",
               "converted model (released epoch, full test set)"]
@@ -183,11 +162,85 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=_PARTIAL_COLOUR, hatch="///",
                                      edgecolor="tab:green"))
         labels.append("converted model PARTIAL (not the released model on the full test set)")
-    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
-    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=len(handles),
-               bbox_to_anchor=(0.99, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    # title, then the legend under it, both from the left and wrapped to the figure width
+    width, height = fig.get_size_inches()
+    title = textwrap.fill(title, max(40, int(width * 72 / (11 * 0.56))))
+    title_h = 0.12 + 0.22 * (title.count("\n") + 1)
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.06 / height, ha="left", va="top")
+    ncol = max(1, min(len(handles), int(width // 3.6)))
+    legend_h = 0.1 + 0.22 * -(-len(handles) // ncol)
+    fig.legend(handles, labels, loc="upper left", fontsize=8, ncol=ncol,
+               bbox_to_anchor=(0.005, 1 - title_h / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (title_h + legend_h - 0.15) / height))
     return fig
+
+
+def _table_panel(ax: Any, group: pd.DataFrame, series: Sequence[tuple[str, str, str]],
+                 config: tuple[Any, ...]) -> bool:
+    """One configuration's bars for the metrics of ``group``; True when a bar is partial.
+
+    ``series`` are the (column, label, colour) drawn, side by side around each metric; the
+    published and logs series are left out for the metrics the paper does not report.
+    """
+    backbone, batch, dim = config
+    metrics = list(group["metric"])
+    x = np.arange(len(metrics))
+    missing = 0
+    partial = partial_rows(group).to_numpy()
+    any_partial = False
+    offsets = {column: (i - (len(series) - 1) / 2) * _BAR
+               for i, (column, _, _) in enumerate(series)}
+    for column, _, color in series:
+        values = group[column].to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        missing += int((~present).sum())
+        full = present & ~partial if column == "evaluated" else present
+        ax.bar(x[full] + offsets[column], values[full], _BAR, color=color)
+        if column == "evaluated" and (present & partial).any():
+            any_partial = True
+            ax.bar(x[present & partial] + offsets[column], values[present & partial], _BAR,
+                   color=_PARTIAL_COLOUR, hatch="///", edgecolor="tab:green")
+    if "published" in offsets:
+        for xi, (_, row) in zip(x, group.iterrows(), strict=True):
+            if row["status"] not in ("secondary", "missing") and not np.isnan(row["published"]):
+                # inside the bar, so no tag runs past the axes
+                ax.text(xi + offsets["published"], row["published"] - 2.0,
+                        str(row["status"])[:5], rotation=90, fontsize=7, ha="center",
+                        va="top", color="white")
+    ax.set_xticks(x, metrics, rotation=30, fontsize=8)
+    ax.set_xlim(-0.6, max(len(metrics), 1) - 0.4)  # every group of bars inside, same margins
+    what = "" if "published" in offsets else ": not reported in the paper"
+    ax.set_title(f"{backbone} M={int(batch)} D={int(dim)}{what}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    notes = []
+    if missing:
+        notes.append(f"{missing} missing values not drawn")
+    if partial.any():
+        basis = "; ".join(dict.fromkeys(group.loc[partial, "evaluated_on"].astype(str))) \
+            if "evaluated_on" in group.columns else "PARTIAL: basis not recorded"
+        notes.append("model " + basis)
+    drawn = [c for c, _, _ in series]
+    if not np.isfinite(group[drawn].to_numpy(dtype=float)).any():
+        message = ("no value available\n(published, logs and model missing)"
+                   if "published" in offsets else "not evaluated for this configuration")
+        ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", fontsize=8,
+                color="tab:red")
+    if partial.any():
+        ax.text(0.02, 0.98, "model: PARTIAL", transform=ax.transAxes, fontsize=8,
+                color="tab:red", va="top", zorder=5,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"})
+    if notes:
+        ax.set_xlabel(textwrap.fill(" | ".join(notes), 52), fontsize=7, color="tab:red")
+    return any_partial
+
+
+def figure_title(table: int, frame: pd.DataFrame) -> str:
+    """The suptitle of a table figure; names the evaluated-only metrics when drawn."""
+    extra = extra_metrics_in(frame[frame["method"] == "FastAP"])
+    title = f"Table {table}: published vs reproduced Recall@K"
+    if extra:
+        title += f" (top); {', '.join(extra)}: converted model only, not in the paper (bottom)"
+    return title
 
 
 def plot_parity(parity: pd.DataFrame, stem: Path) -> list[Path]:
@@ -244,8 +297,7 @@ def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
         result["curves"] = "skipped: no --logs given"
     if tables:
         for stem, (table, frame) in table_frames.items():
-            result[stem] = plot_table(frame, f"Table {table}: published vs reproduced "
-                                             "Recall@K", folder / stem)
+            result[stem] = plot_table(frame, figure_title(table, frame), folder / stem)
     else:
         result["tables"] = "skipped: no --tables given"
     if parity_frame is not None:

@@ -21,7 +21,7 @@ from reproduce.report.parity_map import (
     parity_cells,
     parity_figure,
 )
-from reproduce.report.plots import plot_parity, plots_command, table_figure
+from reproduce.report.plots import figure_title, plot_parity, plots_command, table_figure
 
 
 def _valid(path: Path) -> bool:
@@ -100,6 +100,32 @@ def test_table_figure_shares_a_zero_based_axis_and_says_what_is_partial() -> Non
             extent = text.get_window_extent()
             assert box.y0 <= extent.y0 and extent.y1 <= box.y1, text.get_text()
     plt.close(fig)
+
+
+def test_extra_metrics_get_their_own_panels_not_the_recall_axis() -> None:
+    rows = _table_rows()
+    extra = [{**rows.iloc[0].to_dict(), "metric": m, "published": None, "logs_value": None,
+              "status": "not reported", "note": "", "evaluated": v, "evaluated_partial": False,
+              "evaluated_on": "released epoch 12, full test set"}
+             for m, v in (("MAP@R", 41.5), ("NMI", 88.0))]
+    extra[1]["evaluated"] = None  # NMI not evaluated for this configuration
+    frame = pd.concat([rows, pd.DataFrame(extra)], ignore_index=True)
+    fig = table_figure(frame, figure_title(1, frame))
+    top, bottom = fig.axes[:2], fig.axes[2:]
+    assert len(fig.axes) == 4 and all(ax.get_ylim() == (0.0, 100.0) for ax in fig.axes)
+    for ax in top:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["R@1", "R@1000"]
+    assert top[0].get_ylabel() == "Recall@K (%)"
+    assert "Recall" not in bottom[0].get_ylabel() and "MAP@R, NMI" in bottom[0].get_ylabel()
+    assert [t.get_text() for t in bottom[0].get_xticklabels()] == ["MAP@R", "NMI"]
+    bars = [p for p in bottom[0].patches if p.get_height() > 0]
+    assert [b.get_height() for b in bars] == [41.5]  # the model's value only
+    assert "1 missing values not drawn" in bottom[0].get_xlabel()
+    assert "not reported in the paper" in bottom[0].get_title()
+    assert "not evaluated" in " ".join(t.get_text() for t in bottom[1].texts)
+    assert "MAP@R, NMI: converted model only, not in the paper" in fig._suptitle.get_text()
+    plt.close(fig)
+    assert figure_title(1, rows) == "Table 1: published vs reproduced Recall@K"
 
 
 def test_parity_cells_are_error_over_tolerance() -> None:
