@@ -123,7 +123,8 @@ def test_extra_metrics_get_their_own_panels_not_the_recall_axis() -> None:
     assert "1 missing values not drawn" in bottom[0].get_xlabel()
     assert "not reported in the paper" in bottom[0].get_title()
     assert "not evaluated" in " ".join(t.get_text() for t in bottom[1].texts)
-    assert "MAP@R, NMI: converted model only, not in the paper" in fig._suptitle.get_text()
+    assert "MAP@R, NMI: converted model only, not in the paper" in \
+        fig._suptitle.get_text().replace("\n", " ")
     plt.close(fig)
     assert figure_title(1, rows) == "Table 1: published vs reproduced Recall@K"
 
