@@ -7,10 +7,11 @@ Each figure is written as PNG and PDF (matplotlib, Agg backend) under ``<out>/pl
   Recall@K side by side (from ``fastap tables`` CSVs) on one 0-100 % axis; missing values
   are left out and counted under the panel, never drawn as zero; SIMULATED logs and
   PARTIAL model values (not the released checkpoint on the full test set) are said in the
-  legend, partial bars hatched.
-- ``parity_summary``: a case x quantity map coloured by error / tolerance of each
-  comparison, the ratio and the tolerance noted in the cell, failures red (from a parity
-  CSV: case, quantity, max_abs_err, max_rel_err, tolerance, verdict, note).
+  legend, partial bars hatched. Evaluated metrics the paper does not report (MAP@R,
+  R-precision, NMI) get a second row of panels with their own axis, model bars only.
+- ``parity_summary``: one panel per fixture family, cells coloured by error / tolerance,
+  repeated per-step/chunk/parameter quantities grouped into their kind
+  (:mod:`reproduce.report.parity_map`).
 An input not given means its figures are skipped, and the returned dict says so; an input
 given but missing or empty is an ``InputError`` naming it, before anything is written.
 """
