@@ -267,3 +267,20 @@ def test_parity_figure_of_every_shipped_family_is_readable(shipped_parity: pd.Da
 
     with Image.open(written[0]) as image:
         assert image.size[0] <= 16 * 120
+
+
+def test_a_wide_family_is_split_and_an_unknown_one_gets_its_own_panel() -> None:
+    rows = pd.DataFrame([{"case": f"c{i % 2}", "quantity": f"q{i}", "max_abs_err": 0.0,
+                          "max_rel_err": 0.0, "tolerance": "identical", "verdict": "pass",
+                          "error_over_tolerance": 0.0, "family": "FastAP layer call"}
+                         for i in range(30)]
+                        + [{"case": "z", "quantity": "w", "max_abs_err": 0.0, "max_rel_err": 0.0,
+                            "tolerance": "identical", "verdict": "pass",
+                            "error_over_tolerance": 0.0, "family": "someone's checker"}])
+    fig = parity_figure(rows)
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    titles = [ax.get_title(loc="left") for ax in panels]
+    assert [len(ax.get_xticks()) for ax in panels] == [15, 15, 1]
+    assert titles[0].endswith("[part 1 of 2]") and titles[1].endswith("[part 2 of 2]")
+    assert titles[2].startswith("someone's checker")
+    plt.close(fig)
