@@ -216,8 +216,6 @@ def _cell_text(ratio: float, tag: str, n: int, failed: int) -> str:
     lines = [shown, tag]
     if n > 1:
         lines.append(f"×{n}" + (f", {failed} fail" if failed else ""))
-    elif failed and not shown.startswith("x"):
-        lines.append("fail")
     return "\n".join(lines)
 
 
