@@ -48,7 +48,7 @@ from reproduce.errors import InputError
 from reproduce.loss import fastap_matlab as fm
 from reproduce.loss.fastap_loss import FastAPLoss, raw_dist2
 from reproduce.parity.fixture_file import fixture_text, load_fixture
-from reproduce.parity.row import ParityRow
+from reproduce.parity.row import ParityRow, error_ratio, flag_ratio
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,13 @@ def _row(case: str, quantity: str, ours: Tensor, theirs: np.ndarray, *,
     b = np.asarray(theirs, dtype=np.float64)
     if a.size != b.size:
         return ParityRow(case, quantity, float("inf"), float("inf"), tolerance, "fail",
-                         f"shape {tuple(a.shape)} vs MATLAB {b.shape}")
+                         f"shape {tuple(a.shape)} vs MATLAB {b.shape}", float("inf"))
     a = a.reshape(b.shape)
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     if not np.array_equal(nan_a, nan_b):
         return ParityRow(case, quantity, float("inf"), float("inf"), tolerance, "fail",
-                         f"NaN at {int(np.count_nonzero(nan_a != nan_b))} differing entries")
+                         f"NaN at {int(np.count_nonzero(nan_a != nan_b))} differing entries",
+                         float("inf"))
     both = ~nan_b
     diff = np.abs(a[both] - b[both])
     max_abs = float(diff.max()) if diff.size else 0.0
@@ -95,10 +96,12 @@ def _row(case: str, quantity: str, ours: Tensor, theirs: np.ndarray, *,
         if not passed:
             extra = f"{int(over.sum())} of {diff.size} entries over their bound"
             note = f"{note}; {extra}" if note else extra
+        ratio = error_ratio(diff, bound)
     else:
         passed = max_abs <= (rel or 0.0) * scale
+        ratio = error_ratio(max_abs, (rel or 0.0) * scale)
     return ParityRow(case, quantity, max_abs, max_rel, tolerance, "pass" if passed else "fail",
-                     note)
+                     note, ratio)
 
 
 def _tensor(mat: dict[str, Any], name: str) -> Tensor:
@@ -269,7 +272,7 @@ def _check_fast_loss(case: str, mat: dict[str, Any], X: Tensor, Y: Tensor, nbins
             rows.append(ParityRow(case, "FastAPLoss.average", abs(float(loss)), float("nan"),
                                   "loss exactly 0", "pass" if ok else "fail",
                                   f"no query has a positive (MATLAB average NaN): loss "
-                                  f"{float(loss):g}"))
+                                  f"{float(loss):g}", flag_ratio(ok)))
         else:
             rel = 4 * _gamma(D + N, u)
             rows.append(_row(case, "FastAPLoss.average", 1.0 - loss.detach().double(),

@@ -16,7 +16,7 @@ import numpy as np
 from reproduce.errors import InputError
 from reproduce.evaluation.recall import recall_at_k
 from reproduce.parity.fixture_file import fixture_text, load_fixture
-from reproduce.parity.row import ParityRow
+from reproduce.parity.row import ParityRow, flag_ratio
 
 REQUIRED_FIELDS = ("Xq", "Yq", "Xdb", "Ydb", "Ks", "removeDiag", "recallrate", "recall",
                    "printed")
@@ -32,7 +32,7 @@ def _row(case: str, quantity: str, ours: np.ndarray, theirs: np.ndarray,
     """One exact-equality comparison as a ParityRow (errors are max abs / max rel)."""
     if ours.shape != theirs.shape:
         return ParityRow(case, quantity, float("inf"), float("inf"), "identical", "fail",
-                         f"shape {ours.shape} vs MATLAB {theirs.shape}")
+                         f"shape {ours.shape} vs MATLAB {theirs.shape}", float("inf"))
     diff = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
     max_abs = float(diff.max()) if diff.size else 0.0
     denom = np.abs(theirs.astype(np.float64))
@@ -43,7 +43,7 @@ def _row(case: str, quantity: str, ours: np.ndarray, theirs: np.ndarray,
         bad = int(np.count_nonzero(ours != theirs))
         note = f"{bad} of {ours.size} entries differ"
     return ParityRow(case, quantity, max_abs, max_rel, "identical", "pass" if same else "fail",
-                     note)
+                     note, flag_ratio(same))
 
 
 def check_recall_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[ParityRow]:
@@ -77,5 +77,5 @@ def check_recall_fixture(path: Path, mat: dict[str, Any] | None = None) -> list[
     same = ours_text == expected_text
     note = "" if same else f"ours {ours_text!r} vs MATLAB {expected_text!r}"
     rows.append(ParityRow(case, "printed", 0.0 if same else 1.0, 0.0 if same else 1.0,
-                          "identical", "pass" if same else "fail", note))
+                          "identical", "pass" if same else "fail", note, flag_ratio(same)))
     return rows

@@ -32,12 +32,16 @@ FAMILIES: tuple[tuple[str, Callable[[dict[str, Any]], bool],
 
 
 def check_fixture(path: Path) -> list[ParityRow]:
-    """Check one fixture file of any known family, detected by its fields."""
+    """Check one fixture file of any known family, detected by its fields; each row
+    names the family."""
     path = Path(path)
     mat = load_fixture(path)
-    for _, detect, check in FAMILIES:
+    for family, detect, check in FAMILIES:
         if detect(mat):
-            return check(path, mat)
+            rows = check(path, mat)
+            for row in rows:
+                row.family = row.family or family
+            return rows
     fields = sorted(k for k in mat if not k.startswith("__"))
     raise InputError(f"{path}: neither a FastAP fixture (needs {list(FASTAP_REQUIRED)}) nor "
                      f"any other known family ({', '.join(n for n, _, _ in FAMILIES[1:])}); "
@@ -63,7 +67,8 @@ def rows_frame(rows: Sequence[ParityRow]) -> Any:
     """The rows as a pandas DataFrame (columns as in :class:`ParityRow`)."""
     import pandas as pd
 
-    columns = ["case", "quantity", "max_abs_err", "max_rel_err", "tolerance", "verdict", "note"]
+    columns = ["case", "quantity", "max_abs_err", "max_rel_err", "tolerance", "verdict", "note",
+               "error_over_tolerance", "family"]
     return pd.DataFrame([r.as_dict() for r in rows], columns=columns)
 
 

@@ -28,7 +28,7 @@ import torch
 
 from reproduce.errors import InputError
 from reproduce.parity.fixture_file import fixture_text, load_fixture
-from reproduce.parity.row import ParityRow
+from reproduce.parity.row import ParityRow, error_ratio, flag_ratio
 from reproduce.training.optimizer import McnAdam, average_update
 from reproduce.training.sampler import (
     ReplayPermutations,
@@ -108,11 +108,12 @@ def compare_row(case: str, quantity: str, ours: Any, theirs: Any, *, rel: float 
     b = np.asarray(theirs, dtype=np.float64)
     if a.size != b.size:
         return ParityRow(case, quantity, float("inf"), float("inf"), tolerance, "fail",
-                         f"{a.size} entries vs MATLAB's {b.size} (shape {b.shape})")
+                         f"{a.size} entries vs MATLAB's {b.size} (shape {b.shape})",
+                         float("inf"))
     a = a.reshape(b.shape, order="F") if a.shape != b.shape else a
     if not np.array_equal(np.isnan(a), np.isnan(b)):
         return ParityRow(case, quantity, float("inf"), float("inf"), tolerance, "fail",
-                         "NaN at different entries")
+                         "NaN at different entries", float("inf"))
     keep = ~np.isnan(b)
     diff = np.abs(a[keep] - b[keep])
     max_abs = float(diff.max()) if diff.size else 0.0
@@ -125,7 +126,7 @@ def compare_row(case: str, quantity: str, ours: Any, theirs: Any, *, rel: float 
         extra = f"{int(np.count_nonzero(over))} of {diff.size} entries over their bound"
         note = f"{note}; {extra}" if note else extra
     return ParityRow(case, quantity, max_abs, max_rel, tolerance, "pass" if passed else "fail",
-                     note)
+                     note, error_ratio(diff, allowed))
 
 
 def case_label(path: Path, mat: dict[str, Any], *variants: str) -> str:
@@ -207,7 +208,8 @@ def _check_epoch(case: str, tag: str, sampler: str, index: Any, M: int, mat: dic
     else:
         rows.append(ParityRow(case, f"{tag}.metaC_idx", float("inf"), float("inf"),
                               "identical", "fail",
-                              f"{len(plan.metaC_idx)} lists vs MATLAB's {len(saved_lists)}"))
+                              f"{len(plan.metaC_idx)} lists vs MATLAB's {len(saved_lists)}",
+                              float("inf")))
     if sampler == "train_hard":
         rows.append(compare_row(case, f"{tag}.metaPairs", plan.metaPairs + 1,
                                 field(epoch, "metaPairs")))
@@ -223,7 +225,8 @@ def _check_epoch(case: str, tag: str, sampler: str, index: Any, M: int, mat: dic
     unused = source.remaining
     rows.append(ParityRow(case, f"{tag}.perms", float(unused), float(unused), "all used",
                           "pass" if unused == 0 else "fail",
-                          "" if unused == 0 else f"{unused} recorded draws left over"))
+                          "" if unused == 0 else f"{unused} recorded draws left over",
+                          flag_ratio(unused == 0)))
     return rows
 
 
@@ -311,11 +314,11 @@ def _adam_rows(case: str, tag: str, param: torch.Tensor, state: dict[str, Any],
         rows.append(ParityRow(case, f"{tag}.state", 0.0 if empty else 1.0,
                               0.0 if empty else 1.0, "empty (the number 0)",
                               "pass" if empty else "fail",
-                              "" if empty else "our state is not empty"))
+                              "" if empty else "our state is not empty", flag_ratio(empty)))
         return rows
     if not state:
         rows.append(ParityRow(case, f"{tag}.state", 1.0, 1.0, "m, v, t present", "fail",
-                              "MATLAB has a state, ours is empty"))
+                              "MATLAB has a state, ours is empty", float("inf")))
         return rows
     rows.append(compare_row(case, f"{tag}.m", state["m"], field(saved, "m"), rel=2 * u,
                             tolerance=tol))

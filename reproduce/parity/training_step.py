@@ -316,7 +316,7 @@ class _Checker:
                 if bn.batch_moments is None:
                     self.rows.append(ParityRow(self.case, f"{self.tag}.der.{name}",
                                                float("inf"), float("inf"), "recorded", "fail",
-                                               "no batch moments recorded"))
+                                               "no batch moments recorded", float("inf")))
                     continue
                 self.row(f"der.{name}", bn.batch_moments * n, theirs, "moments")
                 continue
@@ -408,7 +408,8 @@ class _Checker:
             entry = field(saved, name)
             if not state:
                 self.rows.append(ParityRow(self.case, f"{self.tag}.adam.{name}", float("inf"),
-                                           float("inf"), "present", "fail", "no Adam state"))
+                                           float("inf"), "present", "fail", "no Adam state",
+                                           float("inf")))
                 continue
             dm, dv, _ = self.bounds.get(name, (0.0, 0.0, 0.0))
             for key, bound in (("m", dm), ("v", dv)):

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from converters.errors import MatConvNetError
+from converters.matio.integrity import mat_v5_truncation
 from logs.diary_parser import Run, parse_run
 from logs.errors import LogFormatError
 from logs.frames import (
@@ -126,40 +126,6 @@ def load_checkpoint_stats(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: checkpoint has no 'stats' variable (saved before the epoch "
                          "ended?)")
     return tree["stats"]
-
-
-_MI_COMPRESSED = 15
-_V5_HEADER = 128
-
-
-def mat_v5_truncation(path: Path) -> str | None:
-    """Where a MAT v5/v7 file is cut short, or None when every top-level variable fits.
-
-    Walks the top-level data elements (8-byte tag: type, byte count) without reading their
-    contents; a v7.3 (HDF5) or v4 file is left to its own reader (None).
-    """
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        header = handle.read(_V5_HEADER)
-        if len(header) < _V5_HEADER or header[124:126] not in (b"\x00\x01", b"\x01\x00"):
-            return None  # not v5 (v7.3 is version 0x0200): not this walker's business
-        order = "<" if header[126:128] == b"IM" else ">"
-        position = _V5_HEADER
-        while position < size:
-            handle.seek(position)
-            tag = handle.read(8)
-            if len(tag) < 8:
-                return f"the file ends inside a variable tag at byte {position:,}"
-            kind, nbytes = struct.unpack(order + "II", tag)
-            if kind >> 16:  # small data element: type and size share the first word
-                position += 8
-                continue
-            end = position + 8 + nbytes
-            if end > size:
-                return (f"the variable at byte {position:,} declares {nbytes:,} bytes, the file "
-                        f"ends {end - size:,} bytes short of them")
-            position = end if kind == _MI_COMPRESSED else end + (-end % 8)
-    return None
 
 
 @dataclass

@@ -85,6 +85,27 @@ NOT_REPORTED = "not reported"
 """Status of an evaluated metric the paper has no column for."""
 EXTRA_METRICS = ("MAP@R", "R-precision", "NMI")
 """Evaluated metrics beyond the paper's Recall@K, in column order."""
+
+
+def is_extra_metric(metric: str) -> bool:
+    """Whether a table metric is one the paper does not report (``MAP@R``, ``small NMI``)."""
+    return str(metric).split(" ")[-1] in EXTRA_METRICS
+
+
+def extra_metrics_in(frame: pd.DataFrame) -> list[str]:
+    """The :data:`EXTRA_METRICS` some row of a table has (any VehicleID subset), in order."""
+    found = {str(m).split(" ")[-1] for m in frame["metric"] if is_extra_metric(m)}
+    return [m for m in EXTRA_METRICS if m in found]
+
+
+def table_title(table: int, frame: pd.DataFrame) -> str:
+    """A table's heading: ``(Recall@K, %)``, naming the evaluated-only metrics it also has."""
+    extra = extra_metrics_in(frame)
+    what = "Recall@K, %" if not extra else (
+        f"Recall@K as published; {', '.join(extra)} evaluated only (n/r in the paper); %")
+    return f"Table {table}: {_DATASETS[table]} ({what})"
+
+
 _PUBLISHED_COLUMNS = {"table", "dataset", "method", "backbone", "batch_size", "dim", "metric",
                       "value", "status", "source"}
 
@@ -574,7 +595,7 @@ def tables_command(logs: Sequence[str | os.PathLike[str]] | None = None,
     written: dict[str, Path] = {}
     for table, stem in TABLE_FILES.items():
         frame = frames[table]
-        title = f"Table {table}: {_DATASETS[table]} (Recall@K, %)"
+        title = table_title(table, frame)
         written[stem] = write_csv(folder / f"{stem}.csv", frame)
         write_text(folder / f"{stem}.md", render_markdown(frame, title))
         write_text(folder / f"{stem}.tex", render_latex(frame, title))

@@ -7,10 +7,11 @@ Each figure is written as PNG and PDF (matplotlib, Agg backend) under ``<out>/pl
   Recall@K side by side (from ``fastap tables`` CSVs) on one 0-100 % axis; missing values
   are left out and counted under the panel, never drawn as zero; SIMULATED logs and
   PARTIAL model values (not the released checkpoint on the full test set) are said in the
-  legend, partial bars hatched.
-- ``parity_summary``: a case x quantity map coloured by error / tolerance of each
-  comparison, the ratio and the tolerance noted in the cell, failures red (from a parity
-  CSV: case, quantity, max_abs_err, max_rel_err, tolerance, verdict, note).
+  legend, partial bars hatched. Evaluated metrics the paper does not report (MAP@R,
+  R-precision, NMI) get a second row of panels with their own axis, model bars only.
+- ``parity_summary``: one panel per fixture family, cells coloured by error / tolerance,
+  repeated per-step/chunk/parameter quantities grouped into their kind
+  (:mod:`reproduce.report.parity_map`).
 An input not given means its figures are skipped, and the returned dict says so; an input
 given but missing or empty is an ``InputError`` naming it, before anything is written.
 """
@@ -39,21 +40,32 @@ from reproduce.report.csv_input import check_numeric, read_csv_file  # noqa: E40
 from reproduce.report.paper_tables import (  # noqa: E402
     TABLE_FILES,
     _run_options,
+    extra_metrics_in,
+    is_extra_metric,
     load_logs,
     partial_rows,
+)
+from reproduce.report.parity_map import (  # noqa: E402
+    PARITY_COLUMNS,
+    parity_figure,
 )
 from reproduce.report.released_models import match_run  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def save_figure(fig: Any, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` atomically and close the figure."""
+def save_figure(fig: Any, stem: Path, tight: bool = True) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically and close the figure.
+
+    ``tight`` crops to the drawn content (one extra layout pass per file); a figure laid
+    out in inches with room for its labels passes False.
+    """
     written = []
     for suffix in (".png", ".pdf"):
         final = stem.with_suffix(suffix)
         with atomic_path(final) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=120, bbox_inches="tight")
+            fig.savefig(tmp, format=suffix[1:], dpi=120,
+                        bbox_inches="tight" if tight else None)
         written.append(final)
     plt.close(fig)
     return written
@@ -97,7 +109,6 @@ def plot_curves(epochs: pd.DataFrame, run: str, released_epoch: int | None, simu
     return save_figure(fig, stem)
 
 
-PARITY_COLUMNS = {"case", "quantity", "max_abs_err", "max_rel_err", "tolerance", "verdict"}
 TABLE_COLUMNS = {"method", "backbone", "batch_size", "dim", "metric", "published", "status",
                  "logs_value", "evaluated", "note"}
 _SERIES = (("published", "published", "tab:gray"), ("logs_value", "logs", "tab:blue"),
@@ -117,55 +128,32 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
     Every panel shares one y axis from 0 to 100 %; missing values are not drawn and are
     counted under the panel; SIMULATED logs and PARTIAL model values (another epoch, fewer
     images, synthetic) are said in the legend, partial bars hatched and explained per panel.
+    Metrics the paper does not report (MAP@R, R-precision, NMI) are never drawn under the
+    Recall@K axis: when the table has them they get a second row of panels of their own,
+    converted-model bars only, labelled as not in the paper.
     """
     fastap = frame[frame["method"] == "FastAP"]
-    groups = list(fastap.groupby(["backbone", "batch_size", "dim"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 5.0), squeeze=False,
-                             sharey=True)
+    extra = fastap["metric"].astype(str).map(is_extra_metric).astype(bool)
+    keys = ["backbone", "batch_size", "dim"]
+    configs = list(dict.fromkeys(map(tuple, fastap[keys].itertuples(index=False))))
+    n_rows = 2 if extra.any() else 1
+    fig, axes = plt.subplots(n_rows, len(configs), figsize=(4.2 * len(configs),
+                                                            5.0 + 4.0 * (n_rows - 1)),
+                             squeeze=False, sharey=True)
     simulated = fastap["note"].astype(str).str.contains("SIMULATED").any()
     any_partial = False
-    for ax, ((backbone, batch, dim), group) in zip(axes[0], groups, strict=True):
-        metrics = list(group["metric"])
-        x = np.arange(len(metrics))
-        missing = 0
-        partial = partial_rows(group).to_numpy()
-        for i, (column, _, color) in enumerate(_SERIES):
-            values = group[column].to_numpy(dtype=float)
-            present = ~np.isnan(values)
-            missing += int((~present).sum())
-            full = present & ~partial if column == "evaluated" else present
-            ax.bar(x[full] + (i - 1) * _BAR, values[full], _BAR, color=color)
-            if column == "evaluated" and (present & partial).any():
-                any_partial = True
-                ax.bar(x[present & partial] + (i - 1) * _BAR, values[present & partial], _BAR,
-                       color=_PARTIAL_COLOUR, hatch="///", edgecolor="tab:green")
-        for xi, (_, row) in zip(x, group.iterrows(), strict=True):
-            if row["status"] not in ("secondary", "missing") and not np.isnan(row["published"]):
-                # inside the bar, so no tag runs past the axes
-                ax.text(xi - _BAR, row["published"] - 2.0, str(row["status"])[:5], rotation=90,
-                        fontsize=7, ha="center", va="top", color="white")
-        ax.set_xticks(x, metrics, rotation=30, fontsize=8)
-        ax.set_xlim(-0.6, len(metrics) - 0.4)  # every group of bars inside, same margins
-        ax.set_title(f"{backbone} M={int(batch)} D={int(dim)}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-        notes = []
-        if missing:
-            notes.append(f"{missing} missing values not drawn")
-        if partial.any():
-            basis = "; ".join(dict.fromkeys(group.loc[partial, "evaluated_on"].astype(str))) \
-                if "evaluated_on" in group.columns else "PARTIAL: basis not recorded"
-            notes.append("model " + basis)
-        if not np.isfinite(group[[c for c, _, _ in _SERIES]].to_numpy(dtype=float)).any():
-            ax.text(0.5, 0.5, "no value available\n(published, logs and model missing)",
-                    transform=ax.transAxes, ha="center", fontsize=8, color="tab:red")
-        if partial.any():
-            ax.text(0.02, 0.98, "model: PARTIAL", transform=ax.transAxes, fontsize=8,
-                    color="tab:red", va="top", zorder=5,
-                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"})
-        if notes:
-            ax.set_xlabel(textwrap.fill(" | ".join(notes), 52), fontsize=7, color="tab:red")
+    for column, config in enumerate(configs):
+        mine = (fastap[keys].apply(tuple, axis=1) == config).to_numpy()
+        panels = [(axes[0][column], fastap[mine & ~extra.to_numpy()], _SERIES)]
+        if n_rows == 2:
+            panels.append((axes[1][column], fastap[mine & extra.to_numpy()], _SERIES[2:]))
+        for ax, group, series in panels:
+            any_partial |= _table_panel(ax, group, series, config)
     axes[0][0].set_ylim(0.0, 100.0)
     axes[0][0].set_ylabel("Recall@K (%)")
+    if n_rows == 2:
+        names = extra_metrics_in(fastap)
+        axes[1][0].set_ylabel(f"{', '.join(names)} (%)\nnot in the paper: model only")
     handles = [plt.Rectangle((0, 0), 1, 1, color=color) for _, _, color in _SERIES]
     labels = ["published", "logs (SIMULATED sample diaries)" if simulated else "logs",
               "converted model (released epoch, full test set)"]
@@ -175,125 +163,90 @@ def table_figure(frame: pd.DataFrame, title: str) -> Any:
         handles.append(plt.Rectangle((0, 0), 1, 1, facecolor=_PARTIAL_COLOUR, hatch="///",
                                      edgecolor="tab:green"))
         labels.append("converted model PARTIAL (not the released model on the full test set)")
-    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
-    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=len(handles),
-               bbox_to_anchor=(0.99, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    # title, then the legend under it, both from the left and wrapped to the figure width
+    width, height = fig.get_size_inches()
+    title = textwrap.fill(title, max(40, int(width * 72 / (11 * 0.56))))
+    title_h = 0.12 + 0.22 * (title.count("\n") + 1)
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.06 / height, ha="left", va="top")
+    ncol = max(1, min(len(handles), int(width // 3.6)))
+    legend_h = 0.1 + 0.22 * -(-len(handles) // ncol)
+    fig.legend(handles, labels, loc="upper left", fontsize=8, ncol=ncol,
+               bbox_to_anchor=(0.005, 1 - title_h / height))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (title_h + legend_h - 0.15) / height))
     return fig
 
 
-_NUMBER = r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?"
-_REL = re.compile(rf"^rel (?:[^=,]*= )?(?P<tol>{_NUMBER})")
-_ABS = re.compile(rf"^abs (?P<tol>{_NUMBER})(?!\s*ulp)")
-_ULP = re.compile(rf"^abs (?P<n>{_NUMBER}) ulp\((?P<at>{_NUMBER})\)")
+def _table_panel(ax: Any, group: pd.DataFrame, series: Sequence[tuple[str, str, str]],
+                 config: tuple[Any, ...]) -> bool:
+    """One configuration's bars for the metrics of ``group``; True when a bar is partial.
 
-
-def error_over_tolerance(row: pd.Series) -> tuple[float, str]:
-    """A comparison's error as a fraction of its tolerance, and a short tolerance tag.
-
-    Uses the CSV's ``error_over_tolerance`` column when it has one; else reads the
-    ``tolerance`` text: ``identical`` (0), ``rel T`` / ``rel ... = T`` (relative), ``abs T``,
-    ``abs N ulp(x)``. Entrywise bounds (``entrywise ...``) have no single number: NaN, and
-    the verdict alone says whether every entry is within its bound.
+    ``series`` are the (column, label, colour) drawn, side by side around each metric; the
+    published and logs series are left out for the metrics the paper does not report.
     """
-    text = str(row.get("tolerance", "") or "").strip()
-    given = row.get("error_over_tolerance")
-    if given is not None and not pd.isna(given):
-        return float(given), _tolerance_tag(text)
-    if text == "identical":
-        return (0.0 if float(row["max_abs_err"]) == 0 else float("inf")), "identical"
-    for pattern, error in ((_REL, "max_rel_err"), (_ABS, "max_abs_err")):
-        match = pattern.match(text)
-        if match:
-            tol = float(match.group("tol"))
-            return _ratio(float(row[error]), tol), _tolerance_tag(text)
-    match = _ULP.match(text)
-    if match:
-        tol = float(match.group("n")) * float(np.spacing(float(match.group("at"))))
-        return _ratio(float(row["max_abs_err"]), tol), _tolerance_tag(text)
-    return float("nan"), _tolerance_tag(text)
+    backbone, batch, dim = config
+    metrics = list(group["metric"])
+    x = np.arange(len(metrics))
+    missing = 0
+    partial = partial_rows(group).to_numpy()
+    any_partial = False
+    offsets = {column: (i - (len(series) - 1) / 2) * _BAR
+               for i, (column, _, _) in enumerate(series)}
+    for column, _, color in series:
+        values = group[column].to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        missing += int((~present).sum())
+        full = present & ~partial if column == "evaluated" else present
+        ax.bar(x[full] + offsets[column], values[full], _BAR, color=color)
+        if column == "evaluated" and (present & partial).any():
+            any_partial = True
+            ax.bar(x[present & partial] + offsets[column], values[present & partial], _BAR,
+                   color=_PARTIAL_COLOUR, hatch="///", edgecolor="tab:green")
+    if "published" in offsets:
+        for xi, (_, row) in zip(x, group.iterrows(), strict=True):
+            if row["status"] not in ("secondary", "missing") and not np.isnan(row["published"]):
+                # inside the bar, so no tag runs past the axes
+                ax.text(xi + offsets["published"], row["published"] - 2.0,
+                        str(row["status"])[:5], rotation=90, fontsize=7, ha="center",
+                        va="top", color="white")
+    ax.set_xticks(x, metrics, rotation=30, fontsize=8)
+    ax.set_xlim(-0.6, max(len(metrics), 1) - 0.4)  # every group of bars inside, same margins
+    what = "" if "published" in offsets else ": not reported in the paper"
+    ax.set_title(f"{backbone} M={int(batch)} D={int(dim)}{what}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    notes = []
+    if missing:
+        notes.append(f"{missing} missing values not drawn")
+    if partial.any():
+        basis = "; ".join(dict.fromkeys(group.loc[partial, "evaluated_on"].astype(str))) \
+            if "evaluated_on" in group.columns else "PARTIAL: basis not recorded"
+        notes.append("model " + basis)
+    drawn = [c for c, _, _ in series]
+    if not np.isfinite(group[drawn].to_numpy(dtype=float)).any():
+        message = ("no value available\n(published, logs and model missing)"
+                   if "published" in offsets else "not evaluated for this configuration")
+        ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", fontsize=8,
+                color="tab:red")
+    if partial.any():
+        ax.text(0.02, 0.98, "model: PARTIAL", transform=ax.transAxes, fontsize=8,
+                color="tab:red", va="top", zorder=5,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "tab:red"})
+    if notes:
+        ax.set_xlabel(textwrap.fill(" | ".join(notes), 52), fontsize=7, color="tab:red")
+    return any_partial
 
 
-def _ratio(error: float, tolerance: float) -> float:
-    """error / tolerance (0 / 0 = 0)."""
-    if error == 0:
-        return 0.0
-    return error / tolerance if tolerance > 0 else float("inf")
-
-
-def _tolerance_tag(text: str) -> str:
-    """A few characters naming a tolerance (``rel 1e-12``, ``entrywise``, ``2 ulp``)."""
-    if text.startswith("entrywise"):
-        return "entrywise"
-    match = _REL.match(text)
-    if match:
-        return f"rel {float(match.group('tol')):.0e}"
-    match = _ULP.match(text)
-    if match:
-        return f"{match.group('n')} ulp"
-    return text[:10]
+def figure_title(table: int, frame: pd.DataFrame) -> str:
+    """The suptitle of a table figure; names the evaluated-only metrics when drawn."""
+    extra = extra_metrics_in(frame[frame["method"] == "FastAP"])
+    title = f"Table {table}: published vs reproduced Recall@K"
+    if extra:
+        title += f" (top); {', '.join(extra)}: converted model only, not in the paper (bottom)"
+    return title
 
 
 def plot_parity(parity: pd.DataFrame, stem: Path) -> list[Path]:
-    """Draw :func:`parity_figure` and write it as ``stem.png`` / ``stem.pdf``."""
-    return save_figure(parity_figure(parity), stem)
-
-
-def parity_figure(parity: pd.DataFrame) -> Any:
-    """A case x quantity map coloured by each comparison's error / tolerance.
-
-    Passing cells run from dark (error far below the tolerance, or none) to light green
-    (close to it); failing cells are red with an x. Each cell notes its ratio and its
-    tolerance; a cell whose tolerance is an entrywise bound (no single number) shows its
-    verdict only. Quantities a case lacks stay blank.
-    """
-    missing = PARITY_COLUMNS - set(parity.columns)
-    if missing:
-        raise InputError(f"parity CSV lacks columns {sorted(missing)}")
-    cases = list(dict.fromkeys(parity["case"].astype(str)))
-    quantities = list(dict.fromkeys(parity["quantity"].astype(str)))
-    shape = (len(cases), len(quantities))
-    level = np.full(shape, np.nan)
-    notes: dict[tuple[int, int], tuple[str, str, bool]] = {}
-    low = -8.0  # log10 ratio drawn as "far below tolerance"
-    for _, row in parity.iterrows():
-        i, j = cases.index(str(row["case"])), quantities.index(str(row["quantity"]))
-        ratio, tag = error_over_tolerance(row)
-        passed = str(row["verdict"]) == "pass"
-        if np.isnan(ratio):
-            level[i, j] = low / 2 if passed else 1.0
-            shown = "ok" if passed else "x"
-        else:
-            level[i, j] = np.clip(np.log10(ratio), low, 1.0) if ratio > 0 else low
-            shown = "0" if ratio == 0 else f"{ratio:.0e}"
-            if not passed:
-                shown = "x " + shown
-        notes[(i, j)] = (shown, tag, passed)
-    passing = np.ma.masked_where(np.isnan(level) | (level > 0), level)
-    failing = np.ma.masked_where(np.isnan(level) | (level <= 0), level)
-    for (i, j), (_, _, passed) in notes.items():
-        if not passed:  # a failure is red whatever its ratio says
-            passing[i, j] = np.ma.masked
-            failing[i, j] = 1.0
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.62 * len(quantities) + 3.0),
-                                    max(3.0, 0.42 * len(cases) + 2.4)))
-    image = ax.imshow(passing, cmap="Greens_r", vmin=low, vmax=0.0, aspect="auto")
-    ax.imshow(failing, cmap=matplotlib.colors.ListedColormap(["tab:red"]), aspect="auto")
-    fig.colorbar(image, ax=ax, label="log10(error / tolerance), passing comparisons")
-    for (i, j), (shown, tag, passed) in notes.items():
-        dark = passed and level[i, j] < low / 2
-        ax.text(j, i, f"{shown}\n{tag}", ha="center", va="center", fontsize=4.5,
-                color="white" if dark or not passed else "black",
-                fontweight="normal" if passed else "bold")
-    ax.set_xticks(range(len(quantities)), quantities, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(cases)), cases, fontsize=7)
-    passed_count = int((parity["verdict"] == "pass").sum())
-    ax.set_title(f"Parity with the saved MATLAB values: {passed_count}/{len(parity)} "
-                 "comparisons pass.\nColour and first line: error / tolerance (0 = identical; "
-                 "'ok' = within an entrywise bound); second line: the tolerance; red x = fail; "
-                 "blank = not saved", fontsize=8)
-    fig.tight_layout()
-    return fig
+    """Draw :func:`~reproduce.report.parity_map.parity_figure`; write ``stem.png`` / ``.pdf``."""
+    return save_figure(parity_figure(parity), stem, tight=False)  # laid out in inches
 
 
 def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
@@ -325,7 +278,8 @@ def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
         missing = PARITY_COLUMNS - set(parity_frame.columns)
         if missing:
             raise InputError(f"{parity}: not a parity CSV: columns {sorted(missing)} missing")
-        check_numeric(parity_frame, parity, ("max_abs_err", "max_rel_err"))
+        check_numeric(parity_frame, parity, ("max_abs_err", "max_rel_err",
+                                             "error_over_tolerance"))
     folder = command_dir(out, "plots", arguments or {
         "logs": [str(p) for p in logs or []], "tables": str(tables or ""),
         "parity": str(parity or ""), "out": str(out)})
@@ -344,8 +298,7 @@ def plots_command(logs: Sequence[str | os.PathLike[str]] | None = None,
         result["curves"] = "skipped: no --logs given"
     if tables:
         for stem, (table, frame) in table_frames.items():
-            result[stem] = plot_table(frame, f"Table {table}: published vs reproduced "
-                                             "Recall@K", folder / stem)
+            result[stem] = plot_table(frame, figure_title(table, frame), folder / stem)
     else:
         result["tables"] = "skipped: no --tables given"
     if parity_frame is not None:

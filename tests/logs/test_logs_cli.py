@@ -155,8 +155,9 @@ def test_truncated_checkpoint_is_named_and_the_good_run_kept(tmp_path: Path, fas
 
 
 def test_intact_checkpoint_without_stats_says_so(tmp_path: Path) -> None:
+    from converters.matio.integrity import mat_v5_truncation
     from converters.matio.write import save_mat
-    from reproduce.report.log_tables import load_checkpoint_stats, mat_v5_truncation
+    from reproduce.report.log_tables import load_checkpoint_stats
 
     path = save_mat(tmp_path / "net-epoch-1.mat", {"net": {"params": np.zeros((3, 3))}})
     assert mat_v5_truncation(path) is None

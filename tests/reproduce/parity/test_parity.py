@@ -40,6 +40,7 @@ def test_every_shipped_case_passes_and_every_saved_field_is_compared(fastap_rows
         assert not failed, f"{path.stem}: {failed}"
         saved = {k for k in scipy.io.loadmat(path) if not k.startswith("__")} - NOT_COMPARED
         assert saved <= {r.quantity for r in rows}
+        assert all(0.0 <= r.error_over_tolerance <= 1.0 for r in rows), path.stem
         assert {"FastAPLoss.average", "FastAPLoss.dInputs"} <= {r.quantity for r in rows}
 
 
@@ -81,6 +82,9 @@ def test_a_doctored_fixture_fails(tmp_path: Path, case: str, field: str, factor:
     rows = check_fixture(_doctored(tmp_path, case, field, factor))
     failed = {r.quantity for r in rows if not r.passed}
     assert field in failed
+    assert all(r.error_over_tolerance > 1.0 for r in rows if not r.passed)
+    assert all(r.error_over_tolerance <= 1.0 for r in rows if r.passed)
+    assert {r.family for r in rows} == {"FastAP layer call"}
 
 
 def test_cli_exit_1_on_a_doctored_fixture_and_writes_the_table(
@@ -96,6 +100,9 @@ def test_cli_exit_1_on_a_doctored_fixture_and_writes_the_table(
     assert set(table["case"]) == {"tiny_double", "tiny_single"}
     bad = table[table["verdict"] == "fail"]
     assert list(bad["quantity"]) == ["objective"] and list(bad["case"]) == ["tiny_double"]
+    # objective is held to rel 1e-12 and was scaled by 1.001: about 1e-3 / 1e-12 over
+    assert bad["error_over_tolerance"].iloc[0] == pytest.approx(1e9, rel=0.01)
+    assert (table.loc[table["verdict"] == "pass", "error_over_tolerance"] <= 1.0).all()
     assert (tmp_path / "o" / "parity" / "run_info.json").exists()
 
 

@@ -40,8 +40,11 @@ def test_a_changed_recorded_draw_changes_the_batches(tmp_path) -> None:
     first[0, [0, 1]] = first[0, [1, 0]]  # swap two classes of meta-class 1 in epoch 2
     bad = tmp_path / "bad.mat"
     scipy.io.savemat(bad, {k: v for k, v in mat.items() if not k.startswith("__")})
-    failed = {r.quantity for r in check_sampler_fixture(bad) if not r.passed}
+    rows = check_sampler_fixture(bad)
+    failed = {r.quantity for r in rows if not r.passed}
     assert "epoch2.metaC_idx" in failed and "epoch2.batches" in failed
+    assert all(r.error_over_tolerance > 1.0 for r in rows if not r.passed)
+    assert all(r.error_over_tolerance == 0.0 for r in rows if r.passed)  # identical ones
     assert not any(q.startswith("epoch1") for q in failed)
 
 

@@ -166,6 +166,10 @@ def test_evaluate_command_csv_with_model_card(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "tables" / "table3_vid.md").read_text()
     assert "small MAP@R | small NMI |" in md and "| n/r | n/r |" in md
     assert "| 51.2 | 87.5 |" in md and "n/r: not reported in the paper" in md
+    assert md.splitlines()[0] == ("# Table 3: vid (Recall@K as published; MAP@R, NMI "
+                                  "evaluated only (n/r in the paper); %)")
+    assert (tmp_path / "out" / "tables" / "table1_products.md").read_text().splitlines()[0] \
+        == "# Table 1: products (Recall@K, %)"
     # tables without such evaluations keep the paper's columns only
     t1 = pd.read_csv(tmp_path / "out" / "tables" / "table1_products.csv")
     assert set(t1["metric"]) == {"R@1", "R@10", "R@100", "R@1000"}
