@@ -4,6 +4,10 @@ semantics kept: the same batches, BatchNorm statistics, derivatives and updates 
 :class:`DistributedTrainStep` is :class:`~reproduce.training.step.TrainStep` with the work of
 every batch of ``M`` split over the ``W`` ranks of a process group:
 
+The launcher helpers (:func:`init_from_env`, :func:`rank_slice`, :func:`all_gather_rows`,
+:class:`DistributedContext`) live in :mod:`reproduce.evaluation.distributed`, which
+``fastap evaluate`` uses too, and are re-exported here.
+
 * **Which images a rank processes.** Every forward unit (the whole batch in plain mode, each
   chunk of at most ``maxGpuImgs`` consecutive images in staged/accumulate mode, the same
   ``chunk_slices`` as one process) is cut into ``W`` consecutive runs by :func:`rank_slice`
@@ -43,8 +47,6 @@ at least ``W`` images); otherwise the step raises an :class:`~reproduce.errors.I
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,6 +55,12 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from reproduce.errors import InputError
+from reproduce.evaluation.distributed import (
+    DistributedContext,
+    all_gather_rows,
+    init_from_env,
+    rank_slice,
+)
 from reproduce.training.batchnorm import McnBatchNorm2d, mcn_batchnorms, update_moments
 from reproduce.training.optimizer import McnAdam
 from reproduce.training.step import (
@@ -76,74 +84,9 @@ __all__ = [
     "sync_batchnorms",
 ]
 
-#: the environment ``torchrun`` sets for every process
-TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """Where this process sits: its rank, the world size, its local rank, device, backend."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-    backend: str
-
-
-def init_from_env(backend: str | None = None) -> DistributedContext:
-    """Join the process group ``torchrun`` set up (``env://``: ``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). ``backend``: ``nccl`` on CUDA (one GPU
-    per process, ``cuda:LOCAL_RANK``), ``gloo`` on CPU by default. Joins once; later calls
-    return the same context."""
-    missing = [v for v in TORCHRUN_VARS if v not in os.environ]
-    if missing:
-        raise InputError(f"distributed run: environment variables {missing} not set; launch "
-                         f"with torchrun (e.g. torchrun --nproc_per_node=2 ...)")
-    local_rank = int(os.environ["LOCAL_RANK"])
-    cuda = torch.cuda.is_available() and backend != "gloo"
-    backend = backend or ("nccl" if cuda else "gloo")
-    if cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise InputError(f"distributed run: LOCAL_RANK {local_rank} but only "
-                             f"{torch.cuda.device_count()} CUDA devices")
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://")
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, device,
-                              dist.get_backend())
-
-
-def rank_slice(M: int, rank: int, world: int) -> slice:  # noqa: N803 (MATLAB's M)
-    """Rank ``rank``'s consecutive part of ``M`` items over ``world`` ranks: sizes
-    ``ceil``/``floor(M / world)``, the ``M mod world`` larger parts first (as
-    ``numpy.array_split``)."""
-    if world < 1 or not 0 <= rank < world or M < 0:
-        raise InputError(f"rank_slice: need 0 <= rank < world and M >= 0, got rank {rank}, "
-                         f"world {world}, M {M}")
-    base, extra = divmod(M, world)
-    start = rank * base + min(rank, extra)
-    return slice(start, start + base + (1 if rank < extra else 0))
-
-
 def _world(group: dist.ProcessGroup | None) -> tuple[int, int]:
     """``(rank, world size)`` in ``group`` (the default group when ``None``)."""
     return dist.get_rank(group), dist.get_world_size(group)
-
-
-def all_gather_rows(local: Tensor, sizes: list[int],
-                    group: dist.ProcessGroup | None = None) -> Tensor:
-    """The rows of every rank, concatenated in rank order (rank ``r`` holds ``sizes[r]``
-    rows; parts are padded to the largest for the collective and cut back)."""
-    most = max(sizes)
-    padded = local.new_zeros((most, *local.shape[1:]))
-    padded[:local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded.contiguous(), group=group)
-    return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
 
 
 def broadcast_state(model: nn.Module, group: dist.ProcessGroup | None = None) -> None:
