@@ -80,6 +80,16 @@ def _worker(rank: int, port: int, out: str) -> None:
         result = step(images, labels)
         states[case] = _state(model, opt, result)
         states[case]["replicas_equal"] = replicas_equal(model)
+    model, images, labels = _tiny()
+    errors = []
+    for options, batch in (({"mode": "staged", "max_gpu_imgs": 11}, images),  # chunk of 1
+                           ({"mode": "plain"}, images[:5])):  # neither 12 nor this rank's 6
+        step = DistributedTrainStep(model, _optimizer(model), **options)
+        try:
+            step(batch, labels)
+        except InputError as exc:
+            errors.append(str(exc))
+    states["errors"] = errors
     torch.save(states, Path(out) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -135,6 +145,13 @@ def test_two_ranks_equal_one_process_to_rounding(ranks, case) -> None:
     start = {n: p.detach() for n, p in _tiny()[0].named_parameters()}
     changed = _max_rel(single["params"], start)
     assert changed > 1e-6  # the step did move the weights
+
+
+def test_units_too_small_and_wrong_image_counts_are_errors(ranks) -> None:
+    for r in ranks:
+        assert len(r["errors"]) == 2
+        assert "unit of 1 images" in r["errors"][0] and "maxGpuImgs" in r["errors"][0]
+        assert "full batch of 12 images or its 6, got 5" in r["errors"][1]
 
 
 def test_without_synchronised_batchnorm_the_result_differs(ranks) -> None:
