@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -103,3 +104,49 @@ def test_shards_are_runs_of_whole_batches() -> None:
     assert [batch_shard(3, 4, r, 2) for r in range(2)] == [slice(0, 3), slice(3, 3)]
     with pytest.raises(InputError, match="rank"):
         batch_shard(10, 4, 2, 2)
+
+
+def _cli_worker(rank: int, port: int, argv: list[str]) -> None:
+    """One rank of ``torchrun -m reproduce evaluate ...``: the environment torchrun sets."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    from reproduce.cli.main import main
+
+    status = main(argv)
+    Path(argv[argv.index("--out") + 1], f"status{rank}").write_text(str(status))
+
+
+def test_fastap_evaluate_under_torchrun_scores_what_one_process_scores(tmp_path, build
+                                                                        ) -> None:
+    from converters.fastap.card import ModelInput
+    from converters.fastap.families import build_model
+    from converters.fastap.model_file import save_model
+    from reproduce.cli.main import main
+
+    torch.manual_seed(0)
+    card = ModelCard(family="resnet18-pt-mcn", embedding_dim=8, source_sha256="ab" * 32,
+                     input=ModelInput(average_image=np.array([0.485, 0.456, 0.406],
+                                                             dtype=np.float32)))
+    model = save_model(tmp_path / "tiny.pt", build_model("resnet18-pt-mcn", 8), card)
+    root = build.products(tmp_path / "sop", classes=3, per_class=2)
+    argv = ["evaluate", "--model", str(model), "--dataset", "products", "--root", str(root),
+            "--batch-size", "2", "--device", "cpu"]
+    out = tmp_path / "two"
+    mp.spawn(_cli_worker, args=(_free_port(), [*argv, "--out", str(out)]), nprocs=WORLD,
+             join=True)
+    assert [(out / f"status{r}").read_text() for r in range(WORLD)] == ["0", "0"]
+    torch.set_num_threads(1)
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    two = (out / "evaluate" / "per_query_products.csv").read_text()
+    one = (tmp_path / "one" / "evaluate" / "per_query_products.csv").read_text()
+    assert two == one and len(one.splitlines()) == 7  # header + 6 queries
+    metrics = ("R@1", "MAP@R", "R-precision")
+    tables = [pd.read_csv(d / "evaluate" / "metrics.csv") for d in (out, tmp_path / "one")]
+    for table in tables:
+        assert set(metrics) <= set(table["metric"])
+    assert [tables[0].set_index("metric").loc[m, "value"] for m in metrics] == \
+        [tables[1].set_index("metric").loc[m, "value"] for m in metrics]
+    # each rank cached its own shard: 3 batches of 2, rank 0 two of them, rank 1 one
+    shards = sorted(np.load(f).shape[0] for f in (out / "cache").glob("embeddings/*/features.npy"))
+    assert shards == [2, 4]
