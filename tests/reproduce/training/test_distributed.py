@@ -161,7 +161,7 @@ def test_without_synchronised_batchnorm_the_result_differs(ranks) -> None:
     assert _max_rel(unsynced["params"], single["params"]) > 1e-6
 
 
-def test_rank_slice_and_errors() -> None:
+def test_rank_slice_and_errors(monkeypatch) -> None:
     from reproduce.training.distributed import rank_slice
 
     assert [rank_slice(10, r, 3) for r in range(3)] == [slice(0, 4), slice(4, 7),
@@ -171,7 +171,7 @@ def test_rank_slice_and_errors() -> None:
     with pytest.raises(InputError, match="rank"):
         rank_slice(10, 3, 3)
     for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
-        os.environ.pop(var, None)
+        monkeypatch.delenv(var, raising=False)
     from reproduce.training.distributed import init_from_env
     with pytest.raises(InputError, match="torchrun"):
         init_from_env()
