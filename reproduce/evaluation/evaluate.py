@@ -27,6 +27,11 @@ from reproduce.errors import InputError
 from reproduce.evaluation.datasets import load_dataset
 from reproduce.evaluation.datasets.common import Dataset, Protocol
 from reproduce.evaluation.datasets.vehicleid import SIZES, load_vehicleid
+from reproduce.evaluation.distributed import (
+    extract_embeddings_distributed,
+    init_from_env,
+    launched_by_torchrun,
+)
 from reproduce.evaluation.embeddings import extract_embeddings
 from reproduce.evaluation.metrics import faiss_gpus, nmi, nmi_available, retrieval_metrics
 from reproduce.evaluation.preprocess import MATLAB_JPEG_QUALITY, NAMES, make_preprocessing
@@ -226,7 +231,7 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
              resize: str = "vl_imreadjpeg", progress: bool = True,
              interpolation: str = "bicubic", greyscale_mean: str = "first",
              list_file: str | os.PathLike[str] | None = None,
-             device: str = "auto") -> dict[str, Any]:
+             device: str = "auto", distributed: bool | None = None) -> dict[str, Any]:
     """Evaluate a converted model; write results under ``<out>/evaluate/`` and return them.
 
     ``preprocessing``: ``matlab`` or ``torchvision``; ``None`` (default) uses the one the
@@ -239,7 +244,11 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
     is the image list of ``dataset="list"`` (``root`` then defaults to its folder).
     ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda``: where the embeddings are
     extracted and the distances searched (NMI's k-means runs on the GPU only with a GPU
-    build of faiss). Returns ``{"protocols": {name: {...}}, "folder": Path, ...}``.
+    build of faiss). ``distributed`` (default: when started by ``torchrun`` with more than
+    one process): every rank embeds a shard of the images
+    (:func:`~reproduce.evaluation.distributed.extract_embeddings_distributed`) and rank 0
+    scores and writes; the other ranks return ``{"rank": r, "protocols": {}, "folder": None}``.
+    Returns ``{"protocols": {name: {...}}, "folder": Path, ...}``.
     """
     from converters.fastap.model_file import load_model
 
@@ -252,6 +261,9 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
                  "strict": strict, "verify": verify, "jpeg_quality": jpeg_quality,
                  "resize": resize, "interpolation": interpolation,
                  "greyscale_mean": greyscale_mean, "device": device}
+    ctx = None
+    if launched_by_torchrun() if distributed is None else distributed:
+        ctx = init_from_env()  # before resolve_device: "cuda" is then this rank's GPU
     run_device = resolve_device(device)
     out_root = Path(out if out is not None else DEFAULT_OUT)
     model, card = load_model(model_path)
@@ -278,9 +290,11 @@ def evaluate(model_path: str | os.PathLike[str], dataset: str,
     position = np.full(len(ds), -1, dtype=np.int64)
     position[needed] = np.arange(len(needed))
     cache = Path(cache_dir) if cache_dir is not None else out_root / "cache" / "embeddings"
-    feats = extract_embeddings(model, card, [ds.paths[i] for i in needed], pre,
-                               batch_size=batch_size, workers=workers, cache_dir=cache,
-                               progress=progress, device=run_device)
+    extract = extract_embeddings if ctx is None else extract_embeddings_distributed
+    feats = extract(model, card, [ds.paths[i] for i in needed], pre, batch_size=batch_size,
+                    workers=workers, cache_dir=cache, progress=progress, device=run_device)
+    if feats is None:  # a rank other than 0: its shard is with rank 0, which scores
+        return {"rank": ctx.rank if ctx is not None else 0, "protocols": {}, "folder": None}
     folder = command_dir(out_root, "evaluate", arguments)
     results: dict[str, Any] = {}
     rows = []

@@ -13,7 +13,12 @@ Modules:
   normal mode, stored moments without epsilon in test mode) and the exact swap to and from
   the converter's inference BatchNorm;
 - :mod:`~reproduce.training.step`: one batch in plain, staged (``train_staged``) or
-  accumulate mode, with the per-image flips drawn once per batch.
+  accumulate mode, with the per-image flips drawn once per batch;
+- :mod:`~reproduce.training.distributed`: the step over the ranks of a ``torchrun`` process
+  group (``DistributedTrainStep``, ``SyncMcnBatchNorm2d``/``sync_batchnorms``,
+  ``all_reduce_gradients``, ``broadcast_state``, ``replicas_equal``; ``init_from_env`` and
+  ``rank_slice`` re-exported from :mod:`reproduce.evaluation.distributed`), see
+  ``docs/distributed.md``.
 
 The parity of each piece with saved MATLAB runs is in :mod:`reproduce.parity.training` and
 :mod:`reproduce.parity.training_step`; ``docs/training.md`` describes both. The run loop

@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
                        resize=args.resize, interpolation=args.interpolation,
                        greyscale_mean=args.greyscale_mean, list_file=args.list_file,
                        device=args.device)
+    if summary["folder"] is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     for name, res in summary["protocols"].items():
         print(f"[{summary['dataset']['name']}] {name}: {res['description']}")
         print(res["printed"])
