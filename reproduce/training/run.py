@@ -183,6 +183,8 @@ class TrainSetup:
     resume: bool = True
     progress: bool = True
     step_factory: StepFactory = make_step
+    #: zlib-compress ``net-epoch-N.mat`` as MATLAB's ``save`` does (off saves time in tests)
+    compress_export: bool = True
 
 
 def _mcn_opt(opts: TrainOptions, folder: Path, ds: Dataset) -> dict[str, Any]:
@@ -252,7 +254,8 @@ class _Loop:
         try:
             export_checkpoint(mat, self.model, epoch=epoch, opt=self.mcn_opt,
                               average_image=self.s.average_image,
-                              objectives=[(h["time"], h["objective"]) for h in self.history])
+                              objectives=[(h["time"], h["objective"]) for h in self.history],
+                              compress=self.s.compress_export)
         except OSError as exc:
             raise InputError(f"{mat}: cannot write the MatConvNet export ({exc})") from exc
         diary.saved(mat)
