@@ -56,6 +56,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=2, help="image-loading processes (2)")
     p.add_argument("--progress-seconds", type=float, default=30.0,
                    help="seconds between the diary's progress lines (30, as train_hard)")
+    p.add_argument("--uncompressed-export", action="store_true",
+                   help="write net-epoch-N.mat without zlib (MATLAB compresses; faster)")
     p.add_argument("--continue", dest="resume", action="store_true",
                    help="resume from the newest checkpoint of the experiment folder")
     add_out_argument(parser=p, writes="<out>/train/<expID>/<identifier>/")
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     prepare_experiment(folder, opts, resume=args.resume)
     model, average = build_training_model(source, path, opts.arch, opts.dim, opts.image_size)
     result = run_training(TrainSetup(opts, folder, ds, model, average, resume=args.resume,
-                                     progress=not getattr(args, "quiet", False)))
+                                     progress=not getattr(args, "quiet", False),
+                                     compress_export=not args.uncompressed_export))
     print(f"{folder}: epochs {result.start_epoch + 1}-{result.end_epoch} trained; diary "
           f"{result.diary.name}; checkpoints {result.checkpoints or 'none'}")
     for epoch, recall in sorted(result.recall.items()):
