@@ -21,6 +21,7 @@ At an ``image_size`` other than 224 the trunk's 7x7 average pool becomes a globa
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,7 @@ def from_torchvision(path: str | os.PathLike[str], arch: str, dim: int
     family = _check_arch(arch)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise InputError(f"--torchvision-weights {path}: cannot read ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
