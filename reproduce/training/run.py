@@ -187,10 +187,10 @@ class TrainSetup:
     compress_export: bool = True
 
 
-def _mcn_opt(opts: TrainOptions, folder: Path, ds: Dataset) -> dict[str, Any]:
+def _mcn_opt(opts: TrainOptions, folder: Path, ds: Dataset, resume: bool) -> dict[str, Any]:
     """``opts`` as ``run_demo`` displays it (authors' names first, then ours)."""
     Ks = list(authors_protocols(ds)[0].Ks) if authors_protocols(ds) else []
-    return {"ablation": 0, "arch": opts.arch, "batchSize": opts.batchSize, "continue": True,
+    return {"ablation": 0, "arch": opts.arch, "batchSize": opts.batchSize, "continue": resume,
             "debug": False, "dim": opts.dim, "epoch": opts.epoch, "gpus": 0, "lr": opts.lr,
             "lrdecay": 0.1, "lrmult": opts.lrmult, "lrstep": 10, "nbins": opts.nbins,
             "obj": "FastAP", "plot": False, "prefix": opts.prefix, "randseed": opts.randseed,
@@ -225,7 +225,7 @@ class _Loop:
                                setup.average_image)
         self.labels = torch.as_tensor(np.asarray(self.ds.labels, dtype=np.int64))
         self.history: list[dict[str, Any]] = []
-        self.mcn_opt = _mcn_opt(self.opts, setup.folder, self.ds)
+        self.mcn_opt = _mcn_opt(self.opts, setup.folder, self.ds, setup.resume)
 
     def restore(self, path: Path) -> int:
         """Load a checkpoint; returns its epoch."""
