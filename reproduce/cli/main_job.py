@@ -1,8 +1,12 @@
 """``fastap reproduce``: the project's main job, end to end, with a closing summary.
 
 With no arguments it runs on what the project ships: the parity check on the saved MATLAB
-fixtures, a synthetic full-size checkpoint written, converted and verified, the SIMULATED
-sample diaries parsed, and the tables and figures made from them. Given real inputs
+fixtures, a SMALL LOCAL training run (``fastap train``'s loop on a dataset generated here in
+the SOP layout, a random ResNet-18 at 32 px, about a minute on the CPU: never the paper's
+experiment, labelled so everywhere), its last checkpoint converted back through the
+MatConvNet round trip and evaluated, a synthetic full-size checkpoint written, converted
+and verified, the small run's diaries parsed, and the tables and figures made from them
+(the SIMULATED sample diaries are used only when the small run fails). Given real inputs
 (``--models``, ``--logs``, ``--data``) it converts and verifies every checkpoint, evaluates
 each converted model on the dataset its training options name, parses the real diaries and
 fills the tables from all of it. The summary says what was regenerated from what and which
@@ -206,6 +210,62 @@ def _evaluate(model_path: Path, data: Path | None, out: Path, step: Step) -> boo
     return True
 
 
+SMALL_RUN_LABEL = "SMALL LOCAL RUN (generated data, not the paper's experiment)"
+
+
+def _small_run(folder: Path, step: Step) -> tuple[Any, Path, Path]:
+    """Train the small local run; (result, data root, experiment folder)."""
+    import time
+
+    from reproduce.training.small_run import run_small
+
+    step.made_from = ("a dataset generated here in the Stanford Online Products layout "
+                      "(classes inside meta-classes) and a randomly initialised ResNet-18; "
+                      + SMALL_RUN_LABEL)
+    start = time.time()
+    result, data = run_small(folder)
+    step.status = "ok"
+    recall = "; ".join(f"epoch {e}: " + ", ".join(f"{k}={v:.3f}" for k, v in r.items())
+                       for e, r in sorted(result.recall.items()))
+    step.detail = (f"{result.end_epoch} epochs in {time.time() - start:.0f} s; Avg train obj "
+                   + ", ".join(f"{v:g}" for _, v in sorted(result.objectives.items()))
+                   + f"; Recall@K {recall}")
+    step.outputs += [str(result.folder)]
+    return result, data, result.folder
+
+
+def _evaluate_small(model_path: Path, small: tuple[Any, Path, Path], step: Step) -> None:
+    """The converted small-run model, evaluated at the run's image size on its test set:
+    Recall@K must equal what the run printed for that epoch (the round trip loses nothing)."""
+    from torch import nn
+
+    from converters.fastap.model_file import load_model
+    from reproduce.evaluation.datasets import load_dataset
+    from reproduce.training.data import ImageSet
+    from reproduce.training.run import evaluate_epoch
+    from reproduce.training.small_run import small_options
+
+    result, data, _ = small
+    epoch = max(result.checkpoints)
+    model, card = load_model(model_path)
+    opts = small_options()
+    model.base.avgpool = nn.AdaptiveAvgPool2d(1)  # the run's 32 px input (7x7 pool at 224)
+    ds = load_dataset("products", data)
+    images = ImageSet(ds.paths, opts.image_size, ds.pre_resize, card.input.average_image)
+    (scored,), _, _ = evaluate_epoch(model, ds, images, "cpu", 0)
+    printed = {f"R@{k}": float(f"{r:.3f}") for k, r in zip(scored["Ks"], scored["recall"],
+                                                            strict=True)}
+    same = printed == result.recall.get(epoch)
+    step.status = "ok" if same else "failed"
+    step.detail = (f"{SMALL_RUN_LABEL}, epoch {epoch} through net-epoch-{epoch}.mat and "
+                   f"fastap convert: " + ", ".join(f"{k}={v:.3f}" for k, v in printed.items())
+                   + f", MAP@R={scored['map_at_r']:.3f}; "
+                   + ("equal to the run's own evaluation" if same else
+                      f"DIFFERS from the run's own evaluation {result.recall.get(epoch)}"))
+    step.partial.append("small local run: generated data, not a released model, not in the "
+                        "tables")
+
+
 def _logs(paths: Sequence[Path] | None, out: Path, step: Step) -> bool:
     """Parse the diaries (default: the SIMULATED samples) into per-epoch tables; True when
     ``out/logs`` now holds them (even if some file beside the others could not be read)."""
@@ -345,14 +405,31 @@ def _run_stages(steps: list[Step], folder: Path, out_root: Path,
                 real_checkpoints: list[Path] | None, logs: list[Path] | None,
                 data_path: Path | None) -> None:
     """The stages in order, each appended to ``steps`` as it starts."""
-    stages = ("parity", "convert", "evaluate", "logs", "tables", "plots")
+    stages = ("parity", "train", "convert", "evaluate", "logs", "tables", "plots")
     with tqdm(total=len(stages), desc="reproduce", unit="stage") as bar:
         bar.set_postfix_str("parity")
         step = Step("parity")
         steps.append(step)
         parity_ready = guarded(step, lambda s: _parity(out_root, s)) is not None
         bar.update()
+        bar.set_postfix_str("train")
+        small = None
+        if not real_checkpoints:
+            step = Step("train SMALL LOCAL RUN")
+            steps.append(step)
+            small = guarded(step, lambda s: _small_run(folder / "small_run", s))
+        bar.update()
         bar.set_postfix_str("convert")
+        if small is not None:
+            ckpt = small[2] / f"net-epoch-{max(small[0].checkpoints)}.mat"
+            step = Step(f"convert SMALL LOCAL RUN {ckpt.name}", made_from=str(ckpt))
+            steps.append(step)
+            target = guarded(step, lambda s: _convert_and_verify(ckpt, folder / "models_small",
+                                                                   s))
+            if target is not None and step.status == "ok":
+                step = Step(f"evaluate SMALL LOCAL RUN {target.stem}", made_from=str(target))
+                steps.append(step)
+                guarded(step, lambda s: _evaluate_small(target, small, s))
         checkpoints = real_checkpoints or [_synthetic_checkpoint(folder / "synthetic")]
         converted = []
         for ckpt in checkpoints:
@@ -384,11 +461,22 @@ def _run_stages(steps: list[Step], folder: Path, out_root: Path,
                 "(a synthetic model has no meaningful Recall@K)"]))
         bar.update()
         bar.set_postfix_str("logs")
-        logs_label = "parsed logs" if logs else "SIMULATED sample logs"
-        step = Step("logs", made_from=("diaries in " + ", ".join(str(p) for p in logs)) if logs
-                    else f"SIMULATED sample diaries in {_samples_dir()}")
+        if logs:
+            logs_label, made_from, log_paths = "parsed logs", "diaries in " + ", ".join(
+                str(p) for p in logs), logs
+        elif small is not None:
+            logs_label = f"{SMALL_RUN_LABEL} logs"
+            made_from = f"the diaries of the {SMALL_RUN_LABEL} in {small[2]}"
+            log_paths = [small[2]]
+        else:
+            logs_label = "SIMULATED sample logs"
+            made_from, log_paths = f"SIMULATED sample diaries in {_samples_dir()}", None
+        step = Step("logs", made_from=made_from)
         steps.append(step)
-        logs_ready = bool(guarded(step, lambda s: _logs(logs, out_root, s)))
+        logs_ready = bool(guarded(step, lambda s: _logs(log_paths, out_root, s)))
+        if log_paths and not logs:
+            step.gaps.append("--logs DIR with the authors' diary_NNN.txt files would replace "
+                             "the small local run's curves and log columns")
         bar.update()
         bar.set_postfix_str("tables")
         step = Step("tables")

@@ -20,7 +20,17 @@ Modules:
   ``rank_slice`` re-exported from :mod:`reproduce.evaluation.distributed`), see
   ``docs/distributed.md``.
 
+The run behind ``fastap train`` (docs/train.md):
+
+- :mod:`~reproduce.training.experiment`: the options with the authors' defaults and the
+  experiment folder; :mod:`~reproduce.training.model`: the start network (MatConvNet base,
+  converted model or torchvision weights); :mod:`~reproduce.training.data`: the input;
+- :mod:`~reproduce.training.run`: the epoch loop (step from an injectable factory),
+  evaluation, checkpoints; :mod:`~reproduce.training.checkpoint`: atomic, resumable
+  checkpoints; :mod:`~reproduce.training.export`: ``net-epoch-N.mat`` for ``fastap
+  convert``; :mod:`~reproduce.training.diary`: the authors' diary lines;
+- :mod:`~reproduce.training.small_run`: the main job's small local run.
+
 The parity of each piece with saved MATLAB runs is in :mod:`reproduce.parity.training` and
-:mod:`reproduce.parity.training_step`; ``docs/training.md`` describes both. The run loop
-behind ``fastap train`` is not here yet.
+:mod:`reproduce.parity.training_step`; ``docs/training.md`` describes both.
 """

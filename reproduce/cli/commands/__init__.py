@@ -10,6 +10,7 @@ SUBCOMMANDS = (
     "verify",
     "parity",
     "evaluate",
+    "train",
     "logs",
     "tables",
     "plots",

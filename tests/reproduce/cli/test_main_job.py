@@ -41,9 +41,34 @@ def test_default_run_passes_and_writes_every_output(default_run: tuple[int, Path
 def test_summary_says_what_came_from_what(default_run: tuple[int, Path]) -> None:
     _, out = default_run
     summary = (out / "reproduce" / "summary.md").read_text()
-    assert "SIMULATED" in summary and "SYNTHETIC" in summary
+    assert "SYNTHETIC" in summary and "SMALL LOCAL RUN" in summary
+    assert "SIMULATED" not in summary  # the curves come from the small run made here
     assert "--models DIR" in summary and "--data DIR" in summary and "--logs DIR" in summary
     assert "Overall: every check passed" in summary
+
+
+def test_small_local_run_is_trained_converted_evaluated_and_never_the_papers(
+        default_run: tuple[int, Path]) -> None:
+    from logs.diary_parser import parse_diaries
+    from reproduce.report.released_models import match_run
+
+    _, out = default_run
+    summary = (out / "reproduce" / "summary.md").read_text()
+    assert "## train SMALL LOCAL RUN: ok" in summary
+    assert "equal to the run's own evaluation" in summary
+    folder, = (out / "reproduce" / "small_run" / "train").glob("*/small-local-run-*")
+    run = parse_diaries(folder)
+    assert sorted(run.epochs) == list(range(1, 9)) and run.unrecognised == []
+    assert match_run(run.options, str(folder)) is None  # never a released configuration
+    epochs = pd.read_csv(out / "logs" / "epochs.csv")
+    assert set(epochs["run"]) and all("small-local-run" in r for r in epochs["run"])
+    diary_rows = epochs[~epochs["run"].str.contains("[stats", regex=False)]
+    assert list(diary_rows["train_objective"]) == [run.epochs[e].train_objective
+                                                   for e in sorted(run.epochs)]
+    for name in ("table1_products", "table2_inshop", "table3_vid"):
+        table = pd.read_csv(out / "tables" / f"{name}.csv")
+        assert table["logs_run"].isna().all()  # not counted as any published configuration
+    assert list((out / "plots").glob("curves_*small-local-run*.png"))
 
 
 def test_bad_inputs_exit_2_without_output(tmp_path: Path,
