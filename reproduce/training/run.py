@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -64,10 +66,31 @@ PROGRESS_MODE = {"plain": "train", "staged": "train_staged", "accumulate": "trai
 
 
 def make_step(model: nn.Module, optimizer: McnAdam, opts: TrainOptions) -> Step:
-    """The single-process step: ``--step matlab`` is the authors' ``auto`` rule."""
+    """The step: ``--step matlab`` is the authors' ``auto`` rule, ``accumulate`` ours.
+
+    Under ``torchrun`` (a process group of more than one rank) it is the
+    :class:`~reproduce.training.distributed.DistributedTrainStep`, whose BatchNorm layers
+    share their statistics over the ranks; every rank starts from rank 0's weights.
+    """
     mode = "auto" if opts.step == "matlab" else "accumulate"
+    if distributed_world() > 1:
+        from reproduce.training.distributed import DistributedTrainStep, sync_batchnorms
+
+        sync_batchnorms(model)
+        return DistributedTrainStep(model, optimizer, num_bins=opts.nbins,
+                                    max_gpu_imgs=opts.maxGpuImgs, mode=mode)
     return TrainStep(model, optimizer, num_bins=opts.nbins, max_gpu_imgs=opts.maxGpuImgs,
                      mode=mode)
+
+
+def distributed_world() -> int:
+    """How many ranks this process trains with (1 without an initialised process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files (rank 0, or the only process)."""
+    return distributed_world() == 1 or dist.get_rank() == 0
 
 
 def make_optimizer(model: nn.Module, opts: TrainOptions) -> McnAdam:
@@ -268,7 +291,12 @@ class _Loop:
         nb, M = len(batches), opts.batchSize
         diary.epoch_start(epoch, opts.epoch, opts.solver, opts.lr, self.batches_line)
         flips = torch.Generator().manual_seed(opts.randseed * FLIP_SEED_STRIDE + epoch)
-        loader = DataLoader(self.images, batch_sampler=batches, num_workers=opts.workers,
+        local = getattr(self.step, "local_positions", None)
+        positions = local(M).tolist() if local is not None and distributed_world() > 1 else None
+        # under torchrun each rank reads only its part of every batch (flips are drawn for
+        # the whole batch, then the rank's part taken: the same flips as one process)
+        loaded = batches if positions is None else [[b[i] for i in positions] for b in batches]
+        loader = DataLoader(self.images, batch_sampler=loaded, num_workers=opts.workers,
                             collate_fn=collate_batch)
         objs: list[float] = []
         start = last_print = time.time()
@@ -276,7 +304,8 @@ class _Loop:
         with tqdm(total=nb * M, desc=f"epoch {epoch}/{opts.epoch}", unit="img",
                   disable=not self.s.progress, leave=False) as bar:
             for b, (x, idx) in enumerate(zip(loader, batches, strict=True), start=1):
-                x = apply_flips(x, draw_flips(x.shape[0], flips))
+                batch_flips = draw_flips(len(idx), flips)
+                x = apply_flips(x, batch_flips if positions is None else batch_flips[positions])
                 res = self.step(x, self.labels[idx])
                 objs.append(res.objective)
                 self.sampler.position = b  # batches trained (see _EpochBatchSampler)
@@ -318,8 +347,8 @@ class _Loop:
         newest = newest_checkpoint(folder) if self.s.resume else None
         if newest is not None:
             start = self.restore(newest[1])
-        diary_path = next_diary(folder)
-        result = TrainResult(folder, diary_path, start, start)
+        diary_path = next_diary(folder) if is_main_process() else os.devnull
+        result = TrainResult(folder, Path(diary_path), start, start)
         with Diary(diary_path, train_hard=self.train_hard) as diary:
             diary.options(self.mcn_opt)
             if start:
@@ -329,10 +358,12 @@ class _Loop:
                 for epoch in range(start + 1, opts.epoch + 1):
                     self.train_epoch(epoch, diary, result)
                     if epoch % opts.testInterval == 0:
-                        self.checkpoint(epoch, diary)
+                        if is_main_process():
+                            self.checkpoint(epoch, diary)
+                        barrier()  # every rank sees the checkpoint before it goes on
                         result.checkpoints.append(epoch)
                     diary.postepoch(opts.expID, opts.identifier, _gpu_number(self.device))
-                    if epoch == 1 or epoch % opts.testInterval == 0:
+                    if (epoch == 1 or epoch % opts.testInterval == 0) and is_main_process():
                         self.evaluate(epoch, diary, result)
                     result.end_epoch = epoch
             except KeyboardInterrupt:
@@ -344,6 +375,12 @@ class _Loop:
             diary.complete(opts.epoch)
             diary.postepoch(opts.expID, opts.identifier, _gpu_number(self.device))
         return result
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
+    if distributed_world() > 1:
+        dist.barrier()
 
 
 def run_training(setup: TrainSetup) -> TrainResult:

@@ -80,13 +80,17 @@ def _source(args: argparse.Namespace) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     """Build the run from the options and train; 130 when interrupted."""
     from reproduce.evaluation.datasets import load_dataset
+    from reproduce.evaluation.distributed import init_from_env, launched_by_torchrun
     from reproduce.evaluation.evaluate import resolve_device
     from reproduce.training.experiment import TrainOptions, experiment_dir, prepare_experiment
     from reproduce.training.model import build_training_model
     from reproduce.training.run import TrainSetup, run_training
 
     source, path = _source(args)
-    device = resolve_device(args.device)
+    # under torchrun: join the process group first, so "cuda" is this rank's own GPU
+    ctx = init_from_env() if launched_by_torchrun() else None
+    device = str(ctx.device) if ctx is not None and args.device != "cpu" else \
+        resolve_device(args.device)
     opts = TrainOptions(
         dataset=args.dataset, arch=args.arch, dim=args.dim, nbins=args.nbins,
         batchSize=args.batch_size, lr=args.lr, lrmult=args.lrmult, wdecay=args.wdecay,
@@ -102,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_training(TrainSetup(opts, folder, ds, model, average, resume=args.resume,
                                      progress=not getattr(args, "quiet", False),
                                      compress_export=not args.uncompressed_export))
+    if ctx is not None and ctx.rank != 0:
+        return 130 if result.interrupted else 0  # rank 0 reports for the run
     print(f"{folder}: epochs {result.start_epoch + 1}-{result.end_epoch} trained; diary "
           f"{result.diary.name}; checkpoints {result.checkpoints or 'none'}")
     for epoch, recall in sorted(result.recall.items()):
