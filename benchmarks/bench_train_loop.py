@@ -111,8 +111,12 @@ def plain_epoch(weights: Path, opts: TrainOptions, images: ImageSet, batches: li
 def loader_and_step(loop: _Loop, ds, images: ImageSet, batches: list, average: np.ndarray,
                     args: argparse.Namespace) -> tuple[float, float]:
     """Median epoch times of the loader alone (no cache) and of the step alone."""
-    data_module.CACHE_BYTES = 0
-    fresh = ImageSet(ds.paths, args.size, ds.pre_resize, average)
+    cache_bytes = data_module.CACHE_BYTES
+    data_module.CACHE_BYTES = 0  # the loader alone, without the in-memory cache
+    try:
+        fresh = ImageSet(ds.paths, args.size, ds.pre_resize, average)
+    finally:  # the loops measured after this one keep the cache, as the plain ones had it
+        data_module.CACHE_BYTES = cache_bytes
 
     def load_only() -> None:
         for _ in DataLoader(fresh, batch_sampler=batches, num_workers=args.workers,
