@@ -350,14 +350,7 @@ class DistributedTrainStep(TrainStep):
         embeddingMat = torch.cat(parts)  # noqa: N806 (MATLAB name)
         del parts
         # stage 2: FastAP's gradient on the whole batch, on every rank alike
-        E = embeddingMat.requires_grad_(True)  # noqa: N806
-        loss = self.loss(E, labels.to(device))
-        loss.backward()
-        gradientMat = E.grad.to(self.gradient_dtype)  # noqa: N806 (MATLAB name)
-        obj_staged = 1.0 - float(loss.detach()) if _has_positive(labels) else float("nan")
-        self._observe("stage2", embeddingMat=embeddingMat.detach(), gradientMat=gradientMat,
-                      obj_staged=obj_staged)
-        del E, loss
+        gradientMat, obj_staged = self._batch_gradient(embeddingMat, labels)  # noqa: N806
         # stage 3: per chunk a normal-mode forward (BN over the whole chunk), this rank's rows
         self._gradient_pass_mode()
         self.optimizer.zero_grad(set_to_none=True)

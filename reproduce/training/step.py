@@ -182,6 +182,20 @@ class TrainStep:
         objective = 1.0 - float(loss.detach()) if _has_positive(labels) else float("nan")
         return StepResult("plain", objective, 1, [M])
 
+    def _batch_gradient(self, embeddingMat: Tensor, labels: Tensor  # noqa: N803
+                        ) -> tuple[Tensor, float]:
+        """Stage 2 (``computeGrad``): FastAP's gradient on the whole gathered batch, in the
+        precision of ``embeddingMat`` and returned in ``gradient_dtype``, and the batch mean
+        AP (NaN when no query has a positive)."""
+        E = embeddingMat.requires_grad_(True)  # noqa: N806
+        loss = self.loss(E, labels.to(embeddingMat.device))
+        loss.backward()
+        gradientMat = E.grad.to(self.gradient_dtype)  # noqa: N806 (MATLAB name)
+        obj_staged = 1.0 - float(loss.detach()) if _has_positive(labels) else float("nan")
+        self._observe("stage2", embeddingMat=embeddingMat.detach(), gradientMat=gradientMat,
+                      obj_staged=obj_staged)
+        return gradientMat, obj_staged
+
     def _staged(self, images: Tensor, labels: Tensor, *, accumulate: bool) -> StepResult:
         """``train_staged`` (or the accumulate variant): stages 1, 2 and 3."""
         M = images.shape[0]
@@ -199,15 +213,7 @@ class TrainStep:
         embeddingMat = torch.cat(parts)  # noqa: N806 (MATLAB name)
         del parts
         # stage 2: FastAP's gradient on the whole batch, double, returned as single
-        labels_d = labels.to(device)
-        E = embeddingMat.requires_grad_(True)  # noqa: N806
-        loss = self.loss(E, labels_d)
-        loss.backward()
-        gradientMat = E.grad.to(self.gradient_dtype)  # noqa: N806 (MATLAB name)
-        obj_staged = 1.0 - float(loss.detach()) if _has_positive(labels) else float("nan")
-        self._observe("stage2", embeddingMat=embeddingMat.detach(), gradientMat=gradientMat,
-                      obj_staged=obj_staged)
-        del E, loss
+        gradientMat, obj_staged = self._batch_gradient(embeddingMat, labels)  # noqa: N806
         # stage 3: per chunk a normal-mode forward, backward seeded with the gradient slice
         self._gradient_pass_mode()
         self.optimizer.zero_grad(set_to_none=True)
