@@ -125,8 +125,12 @@ def _unflatten(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> di
     return payload
 
 
-def _read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The payload of a model file of either format; foreign files are named errors."""
+def _read_payload(path: str | os.PathLike[str], *, card_only: bool = False) -> dict[str, Any]:
+    """The payload of a model file of either format; foreign files are named errors.
+
+    ``card_only`` reads no tensor data: a safetensors file's header alone, a ``.pt``
+    memory-mapped (its tensors are not read until used).
+    """
     if is_safetensors(path):
         from safetensors import SafetensorError
         from safetensors.torch import safe_open
@@ -134,18 +138,24 @@ def _read_payload(path: str | os.PathLike[str]) -> dict[str, Any]:
         try:
             with safe_open(os.fspath(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-                tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+                tensors = {} if card_only else {k: handle.get_tensor(k)
+                                                for k in handle.keys()}  # noqa: SIM118
         except (SafetensorError, OSError) as exc:
             raise MatConvNetError(f"{path}: not a safetensors model file ({exc})") from exc
-        return _unflatten(tensors, metadata)
-    if _is_mat_file(path):
+        payload: Any = _unflatten(tensors, metadata)
+    elif _is_mat_file(path):
         raise MatConvNetError(f"{path}: this is a MatConvNet checkpoint, not a converted model; "
                               f"run `fastap convert {path} -o MODEL.pt` first")
-    try:
-        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError/UnpicklingError on foreign files
-        raise MatConvNetError(f"{path}: not a converted model file ({_first_line(exc)})"
-                              ) from exc
+    else:
+        try:
+            payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True,
+                                 mmap=card_only)
+        except Exception as exc:  # torch raises RuntimeError/UnpicklingError on foreign files
+            raise MatConvNetError(f"{path}: not a converted model file ({_first_line(exc)})"
+                                  ) from exc
+    if not isinstance(payload, dict) or not payload.get("card_json"):
+        raise MatConvNetError(f"{path}: not a converted model file (no model card)")
+    return payload
 
 
 def _is_mat_file(path: str | os.PathLike[str]) -> bool:
@@ -161,26 +171,8 @@ def _first_line(exc: Exception) -> str:
 
 def read_card(path: str | os.PathLike[str]) -> ModelCard:
     """Only the card of a model file: a ``.pt`` is memory-mapped, a safetensors header read."""
-    if is_safetensors(path):
-        from safetensors import SafetensorError
-        from safetensors.torch import safe_open
-
-        try:
-            with safe_open(os.fspath(path), framework="pt") as handle:
-                text = (handle.metadata() or {}).get("card_json")
-        except (SafetensorError, OSError) as exc:
-            raise MatConvNetError(f"{path}: not a safetensors model file ({exc})") from exc
-    else:
-        try:
-            payload = torch.load(os.fspath(path), map_location="cpu", weights_only=True,
-                                 mmap=True)
-        except Exception as exc:  # torch raises RuntimeError/UnpicklingError on foreign files
-            raise MatConvNetError(f"{path}: not a converted model file ({_first_line(exc)})"
-                                  ) from exc
-        text = payload.get("card_json") if isinstance(payload, dict) else None
-    if not text:
-        raise MatConvNetError(f"{path}: not a converted model file (no model card)")
-    return ModelCard.from_json(text, source=os.fspath(path))
+    payload = _read_payload(path, card_only=True)
+    return ModelCard.from_json(payload["card_json"], source=os.fspath(path))
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
@@ -188,8 +180,6 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, ModelCard]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     payload = _read_payload(path)
-    if not isinstance(payload, dict) or "card_json" not in payload:
-        raise MatConvNetError(f"{path}: not a converted model file (no model card)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise MatConvNetError(f"{path}: model file format {version}, this reader knows "
