@@ -45,8 +45,8 @@ def check_outputs(outputs: Sequence[str | os.PathLike[str]],
     """Refuse outputs that would destroy an input, or replace an existing file unasked."""
     for output in map(Path, outputs):
         for source in map(Path, inputs):
-            if output.exists() and source.exists() and os.path.samefile(output, source) or (
-                    output.resolve() == source.resolve()):
+            if output.resolve() == source.resolve() or (
+                    output.exists() and source.exists() and os.path.samefile(output, source)):
                 raise InputError(f"{option} {output}: is the input {source}; choose another "
                                  "output file")
         if output.is_dir():

@@ -347,9 +347,7 @@ def _evaluation_row(row: pd.Series, path: Path, index: Any, cards: dict[str, Mod
             raise InputError(f"{where}: a VehicleID result needs its subset (small, "
                              "medium, large) in a subset or protocol column")
         metric = f"{found.group(1).lower()} {metric}"
-    known = METRICS[model.dataset] + [f"{m.split(' ')[0]} {e}" if " " in m else e
-                                      for m in METRICS[model.dataset] for e in EXTRA_METRICS]
-    if metric not in known:
+    if metric not in METRICS[model.dataset] + extra_metric_columns(model.dataset):
         log.warning("%s: metric %r is not a column of the %s table (%s): not shown", where,
                     metric, model.dataset, ", ".join(METRICS[model.dataset]))
     basis = evaluated_on(row, path, card, model, metric)
@@ -366,10 +364,15 @@ def _table_metrics(table: int, evaluations: pd.DataFrame) -> list[str]:
     dataset = _DATASETS[table]
     keys = {m.key for m in RELEASED_MODELS if m.table == table}
     found = set(evaluations.loc[evaluations["key"].isin(keys), "metric"])
+    return METRICS[dataset] + [m for m in extra_metric_columns(dataset) if m in found]
+
+
+def extra_metric_columns(dataset: str) -> list[str]:
+    """The columns the extra metrics (MAP@R, R-precision, NMI) can take in a dataset's table:
+    one per VehicleID subset (``small MAP@R``, ...), else one each."""
     prefixes = sorted({m.split(" ")[0] for m in METRICS[dataset] if " " in m},
                       key=[m.split(" ")[0] for m in METRICS[dataset]].index) or [""]
-    extra = [f"{p} {name}".strip() for p in prefixes for name in EXTRA_METRICS]
-    return METRICS[dataset] + [m for m in extra if m in found]
+    return [f"{p} {name}".strip() for p in prefixes for name in EXTRA_METRICS]
 
 
 def build_table(table: int, published: pd.DataFrame, logs: LogRuns | None,
